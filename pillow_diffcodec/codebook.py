@@ -1,0 +1,132 @@
+"""Portable DDCM codebooks: every codeword is a pure function of (seed, step, index, element).
+
+DDCM (Ohayon, Manor, Michaeli, Elad, ICML 2025, eq. 5-6) replaces the Gaussian noise of each
+reverse-diffusion step by an entry of a fixed codebook ``C_i`` of K i.i.d. N(0, I) vectors. The
+official code draws the codebooks with ``torch.randn`` on the device, so files decode only on the
+same device type. Here codeword element ``C_step(index)[j]`` is computed by a counter-based
+integer hash followed by a float64 Box-Muller transform rounded to float32 (docs/FORMAT.md,
+"Codebooks"). Every step of the hash is 32-bit arithmetic held in int64 lanes whose products stay
+below 2**63, so CPU, CUDA, eager and ``torch.compile`` code compute the same integers, and any
+single codeword can be made without the others.
+
+The encoder scans a codebook in chunks of codewords (:func:`codebook_scores`), so its extra memory
+is bounded by ``chunk_elements`` and does not grow with K; the decoder makes only the codewords it
+needs (:func:`codewords`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+SEED_SALT = 0x9E3779B9
+COUNTER_SALT = 0x85EBCA6B
+TWO_PI_OVER_2_32 = 2.0 * math.pi / 2.0**32
+DEFAULT_CHUNK_ELEMENTS = 1 << 18
+
+
+def mix32_int(x: int) -> int:
+    """The 32-bit bijective hash of docs/FORMAT.md on a Python int (a 'lowbias32' finaliser)."""
+    x &= MASK32
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) & MASK32
+    x ^= x >> 15
+    x = (x * 0x735A2D97) & MASK32
+    x ^= x >> 15
+    return x
+
+
+def mix32_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`mix32_int` in place on an int64 tensor of values in [0, 2**32)."""
+    x ^= x >> 16
+    x *= 0x21F0AAAD  # < 2**31, so the product of a 32-bit value stays below 2**63
+    x &= MASK32
+    x ^= x >> 15
+    x *= 0x735A2D97
+    x &= MASK32
+    x ^= x >> 15
+    return x
+
+
+def codeword_key(seed: int, step: int, index: int) -> int:
+    """Key of codeword ``C_step(index)``: ``mix32(mix32(mix32(seed ^ SEED_SALT) ^ step) ^ index)``."""
+    return mix32_int(mix32_int(mix32_int(seed ^ SEED_SALT) ^ step) ^ index)
+
+
+@lru_cache(maxsize=8)
+def _hashed_counters(pairs: int, device: torch.device) -> torch.Tensor:
+    """``mix32(c ^ COUNTER_SALT)`` for counters c in [0, 2 * pairs), shared by all codewords.
+
+    Hashing the counter before combining it with the key makes two codewords whose keys differ
+    share values only at pseudo-randomly scattered positions, never at shifted ones.
+    """
+    counters = torch.arange(2 * pairs, dtype=torch.int64, device=device) ^ COUNTER_SALT
+    return mix32_(counters)
+
+
+def _gaussian_block(keys: torch.Tensor, hashed_counters: torch.Tensor) -> torch.Tensor:
+    """Float32 Gaussians for a block of codeword keys (B,) over all hashed counters (2P,) -> (B, 2P)."""
+    bits = mix32_(keys[:, None] ^ hashed_counters[None, :])
+    bits = bits.view(keys.shape[0], -1, 2).to(torch.float64)
+    u1 = (bits[..., 0] + 0.5) * 2.0**-32  # in (0, 1): log never sees 0
+    theta = bits[..., 1] * TWO_PI_OVER_2_32
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    pairs = torch.stack((radius * torch.cos(theta), radius * torch.sin(theta)), dim=-1)
+    return pairs.view(keys.shape[0], -1).to(torch.float32)
+
+
+_block_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _gaussian_block
+
+
+def use_torch_compile(enabled: bool = True) -> None:
+    """Generate codewords with a ``torch.compile``-d kernel (about 3x faster on CPU; same values).
+
+    Compilation needs a working C++ compiler (CPU) or Triton (CUDA) and takes seconds on first use.
+    """
+    global _block_fn
+    _block_fn = torch.compile(_gaussian_block, dynamic=True) if enabled else _gaussian_block
+
+
+def codewords(
+    seed: int, step: int, indices: Sequence[int], numel: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Codewords ``C_step(k)`` for k in ``indices`` as a float32 tensor of shape (len(indices), numel)."""
+    device = torch.device(device)
+    keys = torch.tensor([codeword_key(seed, step, int(k)) for k in indices], dtype=torch.int64, device=device)
+    if keys.numel() == 0:
+        return torch.empty(0, numel, dtype=torch.float32, device=device)
+    return _block_fn(keys, _hashed_counters((numel + 1) // 2, device))[:, :numel]
+
+
+def codebook_scores(
+    seed: int,
+    step: int,
+    size: int,
+    residuals: torch.Tensor,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Inner products ``<C_step(k), r_n>`` for all k < size and every row r_n of ``residuals`` (N, D).
+
+    Returns float32 scores of shape (N, size). The codebook is generated in chunks of about
+    ``chunk_elements`` values and shared by all N residuals, so a batch pays for it once.
+    Each residual's scores are computed on their own, so they do not depend on the batch.
+    """
+    numel = residuals.shape[1]
+    device = residuals.device
+    per_chunk = max(1, chunk_elements // max(numel, 1))
+    hashed = _hashed_counters((numel + 1) // 2, device)
+    residuals = residuals.to(torch.float32)
+    scores = torch.empty(residuals.shape[0], size, dtype=torch.float32, device=device)
+    for start in range(0, size, per_chunk):
+        stop = min(size, start + per_chunk)
+        keys = torch.tensor(
+            [codeword_key(seed, step, k) for k in range(start, stop)], dtype=torch.int64, device=device
+        )
+        block = _block_fn(keys, hashed)[:, :numel]
+        for n in range(residuals.shape[0]):  # one product per image: the same numbers as encoding it alone
+            scores[n, start:stop] = block @ residuals[n]
+    return scores

@@ -1,0 +1,141 @@
+"""Pixel-space diffusion models: a diffusers ``UNet2DModel`` plus its DDPM schedule.
+
+Loads the two local layouts a pixel DDPM comes in:
+
+* a pipeline folder written by ``DDPMPipeline.save_pretrained``: ``model_index.json``,
+  ``unet/`` (config + weights) and ``scheduler/scheduler_config.json``;
+* the flat layout of the published google/ddpm-* checkpoints: ``config.json``,
+  ``diffusion_pytorch_model.{safetensors,bin}`` and ``scheduler_config.json`` side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelNotFoundError, UnsupportedImageError
+from ..schedule import NoiseSchedule
+
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def find_pixel_layout(directory: Path) -> tuple[Path, Path] | None:
+    """(unet folder, scheduler config file) of a pixel DDPM in ``directory``, or None if it is not one."""
+    for unet_dir, scheduler_file in (
+        (directory / "unet", directory / "scheduler" / "scheduler_config.json"),
+        (directory, directory / "scheduler_config.json"),
+    ):
+        has_weights = any((unet_dir / name).is_file() for name in WEIGHT_FILES)
+        if (unet_dir / "config.json").is_file() and has_weights and scheduler_file.is_file():
+            return unet_dir, scheduler_file
+    return None
+
+
+class PixelDiffusionModel:
+    """A DDPM denoiser in pixel space with images scaled to [-1, 1].
+
+    ``name`` is the reference written into files: a registry name, or the directory it was loaded
+    from. ``fingerprint`` pins the weights and the schedule, so a file is never decoded with a
+    different model by accident.
+    """
+
+    def __init__(
+        self,
+        unet: Any,
+        schedule: NoiseSchedule,
+        name: str,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype
+        if next(unet.parameters()).dtype != dtype:
+            unet = unet.to(dtype=dtype)
+        self.unet = unet.to(device=self.device).eval().requires_grad_(False)
+        self.schedule = schedule
+        self.name = name
+
+    @classmethod
+    def from_directory(
+        cls,
+        directory: str | Path,
+        *,
+        name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> PixelDiffusionModel:
+        """Load a local pipeline folder or google/ddpm-* style folder (no network access)."""
+        from diffusers import UNet2DModel
+
+        directory = Path(directory).expanduser().resolve()
+        layout = find_pixel_layout(directory)
+        if layout is None:
+            raise ModelNotFoundError(
+                f"No pixel diffusion model in {str(directory)!r}: expected unet/ + scheduler/scheduler_config.json "
+                "(DDPMPipeline.save_pretrained) or config.json + diffusion_pytorch_model.* + scheduler_config.json"
+            )
+        unet_dir, scheduler_file = layout
+        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
+        schedule = NoiseSchedule.from_config(_read_json(scheduler_file))
+        return cls(unet, schedule, name or str(directory), device=device, dtype=dtype)
+
+    @property
+    def channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides are padded to a multiple of this (one factor 2 per down-sampling block)."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @cached_property
+    def fingerprint(self) -> bytes:
+        """4-byte BLAKE2b digest of the schedule and the float32 weights in sorted-name order."""
+        digest = hashlib.blake2b(digest_size=4)
+        digest.update(self.schedule.canonical_bytes())
+        for key, tensor in sorted(self.unet.state_dict().items()):
+            values = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
+            digest.update(f"{key}:{tuple(values.shape)}".encode())
+            digest.update(values.numpy().tobytes())
+        return digest.digest()
+
+    def sample_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        """Shape (C, H, W) the sampler works in for an image of this size (padded to ``size_multiple``)."""
+        m = self.size_multiple
+        return self.channels, math.ceil(height / m) * m, math.ceil(width / m) * m
+
+    def to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (C, H, W) -> float32 sample (C, H', W') in [-1, 1], reflect-padded to the model's multiple."""
+        if pixels.shape[0] != self.channels:
+            raise UnsupportedImageError(f"Model {self.name!r} codes {self.channels}-channel images, got {pixels.shape[0]}")
+        x = pixels.to(device=self.device, dtype=torch.float32) / 127.5 - 1.0
+        _, height, width = self.sample_shape(pixels.shape[2], pixels.shape[1])
+        pad_h, pad_w = height - pixels.shape[1], width - pixels.shape[2]
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < x.shape[1] and pad_w < x.shape[2] else "replicate"
+            x = torch.nn.functional.pad(x[None], (0, pad_w, 0, pad_h), mode=mode)[0]
+        return x
+
+    @staticmethod
+    def to_pixels(sample: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """float32 sample (C, H', W') in [-1, 1] -> uint8 pixels (C, height, width), cropped."""
+        x = sample[:, :height, :width]
+        return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+    @torch.inference_mode()
+    def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """Clean estimate ``x0hat`` (float32) for one noisy sample (C, H, W) at training timestep t."""
+        output = self.unet(x_t[None].to(self.dtype), torch.tensor([t], device=self.device)).sample[0]
+        return self.schedule.predict_x0(output.to(torch.float32), x_t, t)

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny real diffusers UNets built in the test session, and a real photo crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+from PIL import Image
+
+from pillow_diffcodec.models import PixelDiffusionModel
+from pillow_diffcodec.schedule import NoiseSchedule
+
+DATA = Path(__file__).parent / "data"
+
+
+def tiny_unet(seed: int = 0, channels: int = 3) -> UNet2DModel:
+    """A randomly initialised UNet2DModel of the google/ddpm-* architecture family, ~30k parameters."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+
+
+def tiny_model(seed: int = 0, name: str = "tiny-test", **schedule: object) -> PixelDiffusionModel:
+    config = {"num_train_timesteps": 1000, "beta_schedule": "linear", **schedule}
+    return PixelDiffusionModel(tiny_unet(seed), NoiseSchedule.from_config(config), name)
+
+
+def identity_denoiser() -> PixelDiffusionModel:
+    """A real UNet2DModel whose output layer is zeroed: it predicts epsilon = 0, so x0hat = x_t / sqrt(abar_t).
+
+    A stand-in for a trained prior in quality tests: the estimate follows the chain, so the
+    codebook choices alone decide how close the result gets to the target.
+    """
+    unet = tiny_unet(0)
+    torch.nn.init.zeros_(unet.conv_out.weight)
+    torch.nn.init.zeros_(unet.conv_out.bias)
+    config = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
+    return PixelDiffusionModel(unet, NoiseSchedule.from_config(config), "identity-denoiser")
+
+
+@pytest.fixture(scope="session")
+def model() -> PixelDiffusionModel:
+    return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def photo() -> Image.Image:
+    """64x48 RGB crop of Kodak 23 (see tests/data/SOURCE.md)."""
+    with Image.open(DATA / "kodim23_crop.png") as image:
+        return image.convert("RGB")

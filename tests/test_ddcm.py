@@ -1,0 +1,182 @@
+"""DDCM end to end with real (tiny, randomly initialised) diffusers UNets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pillow_diffcodec as pdc
+from pillow_diffcodec import codebook
+from pillow_diffcodec.codecs import ddcm
+from pillow_diffcodec.errors import InvalidParameterError, ModelMismatchError
+
+from .conftest import identity_denoiser, tiny_model
+
+CONFIGS = [
+    dict(steps=6, codebook_size=64),
+    dict(steps=6, codebook_size=100, atoms=3, coef_levels=4),
+    dict(steps=6, codebook_size=100, atoms=5, selection="topm"),
+    dict(steps=6, codebook_size=50, atoms=1, selection="topm"),
+    dict(steps=12, codebook_size=16, atoms=2, window=(800, 300)),
+]
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return 10 * math.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+def test_decode_reproduces_the_encoder_bit_for_bit(model, photo, params) -> None:
+    result = pdc.encode_images([photo], model=model, **params)[0]
+    decoded = pdc.decode(result.data, model=model)
+    assert decoded.size == photo.size and decoded.mode == "RGB"
+    assert np.array_equal(np.asarray(decoded), np.asarray(result.reconstruction))
+    assert len(result.data) == pdc.file_size(ddcm.DDCMParams(**params), model, *photo.size)
+
+
+def test_size_equals_estimate_for_many_configurations(model, photo) -> None:
+    rng = np.random.default_rng(0)
+    small = photo.resize((20, 12))
+    for _ in range(12):
+        k = int(rng.integers(2, 3000))
+        params = dict(
+            steps=int(rng.integers(2, 6)),
+            codebook_size=k,
+            atoms=int(rng.integers(1, min(k, 9))),
+            coef_levels=int(rng.integers(1, 9)),
+            selection=str(rng.choice(["mp", "topm"])),
+        )
+        data = pdc.encode(small, model=model, **params)
+        assert len(data) == pdc.file_size(ddcm.DDCMParams(**params), model, 20, 12), params
+
+
+def test_batch_equals_one_by_one(model, photo) -> None:
+    images = [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), photo.rotate(180)]
+    params = dict(steps=5, codebook_size=128, atoms=3, selection="topm")
+    batch = pdc.encode_batch(images, model=model, **params)
+    assert batch == [pdc.encode(image, model=model, **params) for image in images]
+    assert len(set(batch)) == 3
+
+
+@pytest.mark.parametrize("selection, levels", [("topm", 1), ("mp", 4)])
+def test_more_bits_reconstruct_better(photo, selection: str, levels: int) -> None:
+    """A quality band: rate buys fidelity, and even the lowest rate beats random generation."""
+    denoiser = identity_denoiser()
+    results = [
+        pdc.encode_images([photo], model=denoiser, steps=8, codebook_size=256, atoms=m, coef_levels=levels, selection=selection)[0]
+        for m in (1, 8, 32)
+    ]
+    generated = pdc.generate(*photo.size, model=denoiser, steps=8, codebook_size=256, rng_seed=0)
+    quality = [psnr(photo, r.reconstruction) for r in results]
+    assert results[0].bpp < results[1].bpp < results[2].bpp
+    assert quality[0] < quality[1] < quality[2], quality
+    assert psnr(photo, generated.reconstruction) < quality[0]
+
+
+def test_selection_recovers_planted_indices(model) -> None:
+    """Eq. 7: when the residual is a codeword, the search returns that codeword (and its sign)."""
+    numel = 3 * 16 * 16
+    planted = codebook.codewords(0, 3, [77], numel)
+    x0hat = torch.zeros(1, 3, 16, 16)
+    for selection, expected in [("mp", (77,)), ("topm", (77,))]:
+        params = ddcm.DDCMParams(steps=5, codebook_size=256, selection=selection)
+        choice = ddcm.search_selector(params, planted.view(1, 3, 16, 16), seed=0)(3, 256, x0hat, x0hat)[0]
+        assert choice.indices == expected
+        assert choice.signs in ((), (0,))
+    flipped = ddcm.search_selector(ddcm.DDCMParams(selection="topm"), -planted.view(1, 3, 16, 16), 0)
+    assert flipped(3, 256, x0hat, x0hat)[0].signs == (1,)
+
+
+@pytest.mark.parametrize("selection", ["mp", "topm"])
+def test_symbols_round_trip(selection: str) -> None:
+    rng = np.random.default_rng(1)
+    params = ddcm.DDCMParams(codebook_size=300, atoms=7, coef_levels=5, selection=selection)
+    for _ in range(200):
+        symbols = [int(rng.integers(0, s)) if s < 2**62 else int(rng.integers(0, 2**62)) for s in params.symbol_sizes(300)]
+        choice = ddcm.symbols_to_choice(params, symbols, 300)
+        assert len(set(choice.indices)) == 7 and all(0 <= k < 300 for k in choice.indices)
+        assert ddcm.choice_to_symbols(params, choice, 300) == symbols
+
+
+def test_rate_formulas() -> None:
+    mp = ddcm.DDCMParams(codebook_size=1024, atoms=4, coef_levels=8)
+    assert math.isclose(mp.bits_per_step(), sum(math.log2(1024 - m) for m in range(4)) + 3 * 3)
+    topm = ddcm.DDCMParams(codebook_size=1024, atoms=4, selection="topm")
+    assert math.isclose(topm.bits_per_step(), math.log2(math.comb(1024, 4)) + 4)
+    assert ddcm.DDCMParams(steps=10, codebook_size=7).step_sizes(list(range(10, 0, -1))) == [7] * 9
+    windowed = ddcm.DDCMParams(steps=10, codebook_size=7, window=(8, 4))
+    assert windowed.step_sizes(list(range(10, 0, -1))) == [1, 1, 7, 7, 7, 7, 7, 1, 1]
+
+
+@pytest.mark.parametrize("bpp", [0.6, 1.5, 4.0])
+def test_bpp_maps_to_the_largest_configuration_that_fits(model, photo, bpp: float) -> None:
+    result = pdc.encode_images([photo], model=model, bpp=bpp, steps=6)[0]
+    params = ddcm.DDCMParams.from_dict(pdc.info(result.data)["params"])
+    assert result.bpp <= bpp
+    bigger = ddcm.DDCMParams.from_dict({**params.to_dict(), "atoms": params.atoms + 1})
+    assert 8 * pdc.file_size(bigger, model, *photo.size) / (photo.width * photo.height) > bpp
+
+
+def test_quality_presets_rise_with_quality(model, photo) -> None:
+    sizes = [len(pdc.encode(photo, model=model, quality=q, steps=4)) for q in (70, 80, 95)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_generate_returns_a_file_that_decodes_to_the_sample(model) -> None:
+    result = pdc.generate(24, 20, model=model, steps=5, codebook_size=32, atoms=3, coef_levels=2, rng_seed=4)
+    assert np.array_equal(np.asarray(pdc.decode(result.data, model=model)), np.asarray(result.reconstruction))
+    other = pdc.generate(24, 20, model=model, steps=5, codebook_size=32, atoms=3, coef_levels=2, rng_seed=5)
+    assert other.data != result.data
+
+
+def test_grayscale_and_odd_sizes(model, photo) -> None:
+    for image in [photo.convert("L"), photo.crop((0, 0, 1, 1)), photo.crop((3, 5, 44, 36))]:
+        data = pdc.encode(image, model=model, steps=4, codebook_size=16)
+        decoded = pdc.decode(data, model=model)
+        assert decoded.size == image.size and decoded.mode == image.mode
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
+def test_other_prediction_types(photo, prediction: str) -> None:
+    other = tiny_model(prediction_type=prediction)
+    result = pdc.encode_images([photo], model=other, steps=4, codebook_size=32)[0]
+    assert np.array_equal(np.asarray(pdc.decode(result.data, model=other)), np.asarray(result.reconstruction))
+
+
+def test_wrong_model_is_refused_with_both_names(model, photo) -> None:
+    data = pdc.encode(photo, model=model, steps=3, codebook_size=4)
+    other = tiny_model(seed=1, name="other-tiny")
+    with pytest.raises(ModelMismatchError, match=r"tiny-test.*fingerprint .*other-tiny.*fingerprint"):
+        pdc.decode(data, model=other)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(codebook_size=0), r"Expected codebook_size in \[1, 1048576\], got 0"),
+        (dict(codebook_size=2**21), r"codebook_size"),
+        (dict(steps=0), r"Expected steps in \[1, 4096\], got 0"),
+        (dict(steps=1001), r"Expected steps in \[1, 1000\] for this model, got 1001"),
+        (dict(codebook_size=8, atoms=9), r"Expected atoms in \[1, 8\], got 9"),
+        (dict(selection="best"), r"selection"),
+        (dict(window=(1200, 3)), r"window high"),
+        (dict(codebok_size=8), r"Unknown DDCM option\(s\) \['codebok_size'\]"),
+        (dict(bpp=0.001), r"below the minimum"),
+        (dict(bpp=1, quality=5), r"not both"),
+        (dict(quality=101), r"quality in \[0, 100\]"),
+        (dict(seed=-1), r"seed"),
+    ],
+)
+def test_bad_parameters_raise_invalid_parameter_error(model, photo, options, message) -> None:
+    with pytest.raises(InvalidParameterError, match=message):
+        pdc.encode(photo, model=model, **options)
+
+
+def test_unsupported_modes_are_refused(model, photo) -> None:
+    with pytest.raises(pdc.UnsupportedImageError, match="Mode 'I;16' is not supported"):
+        pdc.encode(Image.new("I;16", (8, 8)), model=model)
