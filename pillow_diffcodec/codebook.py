@@ -5,9 +5,10 @@ reverse-diffusion step by an entry of a fixed codebook ``C_i`` of K i.i.d. N(0, 
 official code draws the codebooks with ``torch.randn`` on the device, so files decode only on the
 same device type. Here codeword element ``C_step(index)[j]`` is computed by a counter-based
 integer hash followed by a float64 Box-Muller transform rounded to float32 (docs/FORMAT.md,
-"Codebooks"). Every step of the hash is 32-bit arithmetic held in int64 lanes whose products stay
-below 2**63, so CPU, CUDA, eager and ``torch.compile`` code compute the same integers, and any
-single codeword can be made without the others.
+"Codebooks"). The hash is 32-bit modular arithmetic (xor, logical shift, wrapping multiply) held in
+int32 lanes, which CPU vector units, CUDA and ``torch.compile`` all execute with two's-complement
+wrap-around, so every backend computes the same integers; a pure-Python reference in the tests
+pins them. Any single codeword can be made without the others.
 
 The encoder scans a codebook in chunks of codewords (:func:`codebook_scores`), so its extra memory
 is bounded by ``chunk_elements`` and does not grow with K; the decoder makes only the codewords it
@@ -40,21 +41,33 @@ def mix32_int(x: int) -> int:
     return x
 
 
+def to_int32(value: int) -> int:
+    """The int32 holding the same 32 bits as the unsigned ``value``."""
+    value &= MASK32
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def mix32_(x: torch.Tensor) -> torch.Tensor:
-    """:func:`mix32_int` in place on an int64 tensor of values in [0, 2**32)."""
-    x ^= x >> 16
-    x *= 0x21F0AAAD  # < 2**31, so the product of a 32-bit value stays below 2**63
-    x &= MASK32
-    x ^= x >> 15
+    """:func:`mix32_int` in place on an int32 tensor (bit patterns of uint32 values).
+
+    Right shifts are made logical by masking; products wrap modulo 2**32.
+    """
+    x ^= (x >> 16) & 0xFFFF
+    x *= 0x21F0AAAD
+    x ^= (x >> 15) & 0x1FFFF
     x *= 0x735A2D97
-    x &= MASK32
-    x ^= x >> 15
+    x ^= (x >> 15) & 0x1FFFF
     return x
 
 
-def codeword_key(seed: int, step: int, index: int) -> int:
-    """Key of codeword ``C_step(index)``: ``mix32(mix32(mix32(seed ^ SEED_SALT) ^ step) ^ index)``."""
-    return mix32_int(mix32_int(mix32_int(seed ^ SEED_SALT) ^ step) ^ index)
+def step_key(seed: int, step: int) -> int:
+    """Key of codebook ``C_step``: ``mix32(mix32(seed ^ SEED_SALT) ^ step)``."""
+    return mix32_int(mix32_int(seed ^ SEED_SALT) ^ step)
+
+
+def codeword_keys(seed: int, step: int, indices: torch.Tensor) -> torch.Tensor:
+    """Keys of codewords ``C_step(k)``, ``mix32(step_key ^ k)``, as int32 bit patterns."""
+    return mix32_(indices.to(torch.int32) ^ to_int32(step_key(seed, step)))
 
 
 @lru_cache(maxsize=8)
@@ -64,19 +77,23 @@ def _hashed_counters(pairs: int, device: torch.device) -> torch.Tensor:
     Hashing the counter before combining it with the key makes two codewords whose keys differ
     share values only at pseudo-randomly scattered positions, never at shifted ones.
     """
-    counters = torch.arange(2 * pairs, dtype=torch.int64, device=device) ^ COUNTER_SALT
+    counters = torch.arange(2 * pairs, dtype=torch.int32, device=device) ^ to_int32(COUNTER_SALT)
     return mix32_(counters)
 
 
 def _gaussian_block(keys: torch.Tensor, hashed_counters: torch.Tensor) -> torch.Tensor:
-    """Float32 Gaussians for a block of codeword keys (B,) over all hashed counters (2P,) -> (B, 2P)."""
-    bits = mix32_(keys[:, None] ^ hashed_counters[None, :])
-    bits = bits.view(keys.shape[0], -1, 2).to(torch.float64)
-    u1 = (bits[..., 0] + 0.5) * 2.0**-32  # in (0, 1): log never sees 0
-    theta = bits[..., 1] * TWO_PI_OVER_2_32
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    pairs = torch.stack((radius * torch.cos(theta), radius * torch.sin(theta)), dim=-1)
-    return pairs.view(keys.shape[0], -1).to(torch.float32)
+    """Float32 Gaussians for a block of codeword keys (B,) over all hashed counters (2P,) -> (B, 2P).
+
+    A hash h, read as a signed int32 s, becomes ``s + 2**31`` in [0, 2**32) (exact in float64).
+    """
+    bits = mix32_(keys[:, None] ^ hashed_counters[None, :]).view(keys.shape[0], -1, 2)
+    # u1 = (s + 2**31 + 0.5) / 2**32 lies in (0, 1), so the log never sees 0.
+    radius = bits[..., 0].to(torch.float64).add_(2.0**31 + 0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
+    theta = bits[..., 1].to(torch.float64).add_(2.0**31).mul_(TWO_PI_OVER_2_32)
+    pairs = torch.empty(bits.shape, dtype=torch.float32, device=bits.device)
+    pairs[..., 0] = torch.cos(theta).mul_(radius)  # float64 products, rounded to float32 on assignment
+    pairs[..., 1] = theta.sin_().mul_(radius)
+    return pairs.view(keys.shape[0], -1)
 
 
 _block_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _gaussian_block
@@ -96,7 +113,7 @@ def codewords(
 ) -> torch.Tensor:
     """Codewords ``C_step(k)`` for k in ``indices`` as a float32 tensor of shape (len(indices), numel)."""
     device = torch.device(device)
-    keys = torch.tensor([codeword_key(seed, step, int(k)) for k in indices], dtype=torch.int64, device=device)
+    keys = codeword_keys(seed, step, torch.as_tensor(list(indices), dtype=torch.int32, device=device))
     if keys.numel() == 0:
         return torch.empty(0, numel, dtype=torch.float32, device=device)
     return _block_fn(keys, _hashed_counters((numel + 1) // 2, device))[:, :numel]
@@ -123,9 +140,7 @@ def codebook_scores(
     scores = torch.empty(residuals.shape[0], size, dtype=torch.float32, device=device)
     for start in range(0, size, per_chunk):
         stop = min(size, start + per_chunk)
-        keys = torch.tensor(
-            [codeword_key(seed, step, k) for k in range(start, stop)], dtype=torch.int64, device=device
-        )
+        keys = codeword_keys(seed, step, torch.arange(start, stop, dtype=torch.int32, device=device))
         block = _block_fn(keys, hashed)[:, :numel]
         for n in range(residuals.shape[0]):  # one product per image: the same numbers as encoding it alone
             scores[n, start:stop] = block @ residuals[n]
