@@ -1,14 +1,17 @@
 """pillow-diffcodec: diffusion-model image codecs as Pillow file formats.
 
->>> import pillow_diffcodec
->>> data = pillow_diffcodec.encode(image, model="path/to/ddpm", bpp=0.1)
->>> restored = pillow_diffcodec.decode(data)
+Importing the package registers every codec with Pillow (``Image.open`` / ``Image.save(...,
+format="DDCM")``). Reading a header needs neither a model nor torch; the encoder and decoder
+(``encode``, ``decode``, ...) import torch on first use.
 """
 
 from __future__ import annotations
 
-from .api import EncodeResult, decode, encode, encode_batch, encode_images, file_size, generate, info, params_for_bpp
-from .codecs.ddcm import DDCMParams
+import importlib
+import sys
+from typing import Any
+
+from .codecs.ddcm_format import DDCMParams
 from .errors import (
     CorruptFileError,
     DecompressionBombError,
@@ -22,16 +25,28 @@ from .errors import (
     UnsupportedImageError,
     UnsupportedVersionError,
 )
-from .models import clear_model_cache, load_model
+from .fileinfo import info
+from .plugin import register_diffcodec_opener
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "EncodeResult": "api",
+    "decode": "api",
+    "encode": "api",
+    "encode_batch": "api",
+    "encode_images": "api",
+    "file_size": "api",
+    "generate": "api",
+    "params_for_bpp": "api",
+    "load_model": "models",
+}
 
 __all__ = [
     "CorruptFileError",
     "DDCMParams",
     "DecompressionBombError",
     "DiffCodecError",
-    "EncodeResult",
     "EncodingError",
     "InvalidParameterError",
     "ModelMismatchError",
@@ -41,13 +56,24 @@ __all__ = [
     "UnsupportedImageError",
     "UnsupportedVersionError",
     "clear_model_cache",
-    "decode",
-    "encode",
-    "encode_batch",
-    "encode_images",
-    "file_size",
-    "generate",
     "info",
-    "load_model",
-    "params_for_bpp",
+    "register_diffcodec_opener",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the torch-based parts on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def clear_model_cache() -> None:
+    """Free every model loaded by this process (they are cached by reference, device and dtype)."""
+    models = sys.modules.get(f"{__name__}.models")
+    if models is not None:
+        models.clear_model_cache()
+
+
+register_diffcodec_opener()

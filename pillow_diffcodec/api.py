@@ -1,4 +1,4 @@
-"""Public API: encode images to diffcodec files, decode them, read their headers.
+"""Public API: encode images to diffcodec files and decode them.
 
 The CompressAI-style contract: ``encode(image) -> bytes`` and ``decode(bytes) -> PIL.Image``. Rate
 is exactly predictable (the payload size depends on the parameters only), so ``bpp=`` picks the
@@ -17,15 +17,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import container
+from . import container, imagemodes
 from .codecs import codec_by_id, codec_by_name, ddcm
+from .codecs.ddcm_format import MAX_ATOMS, DDCMParams
 from .errors import InvalidParameterError, ModelMismatchError, UnsupportedImageError
+from .fileinfo import info
 from .models import DiffusionModel, load_model
 
+__all__ = ["EncodeResult", "decode", "encode", "encode_batch", "encode_images", "file_size", "generate", "info"]
+
 ModelRef = str | Path | DiffusionModel
-SUPPORTED_MODES = ("RGB", "L")
-QUALITY_BASE_PARAMS = ddcm.DDCMParams(steps=50, codebook_size=256, selection="topm")
+QUALITY_BASE_PARAMS = DDCMParams(steps=50, codebook_size=256, selection="topm")
 MIN_QUALITY_BPP = 0.01
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -47,18 +51,26 @@ def quality_to_bpp(quality: float) -> float:
     return MIN_QUALITY_BPP * 2 ** (quality / 12.5)
 
 
-def _resolve(model: ModelRef | None, device: Any, dtype: torch.dtype | None) -> DiffusionModel:
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InvalidParameterError(f"Expected dtype in {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _resolve(model: ModelRef | None, device: Any, dtype: torch.dtype | str | None) -> DiffusionModel:
     if model is None:
         from .errors import ModelNotFoundError
 
         raise ModelNotFoundError("No model given: pass model= a model object or a local model directory")
-    return load_model(model, device=device, dtype=dtype or torch.float32)
+    return load_model(model, device=device, dtype=_dtype(dtype))
 
 
 def _to_pixels(image: Image.Image, model: DiffusionModel) -> torch.Tensor:
-    """PIL image -> uint8 tensor (C, H, W) in the model's channel count."""
-    if image.mode not in SUPPORTED_MODES:
-        raise UnsupportedImageError(f"Mode {image.mode!r} is not supported; supported modes: {SUPPORTED_MODES}")
+    """RGB or L PIL image -> uint8 tensor (C, H, W) in the model's channel count."""
     coded = image.convert("RGB" if model.channels == 3 else "L")
     array = np.asarray(coded, dtype=np.uint8)
     if array.ndim == 2:
@@ -66,36 +78,42 @@ def _to_pixels(image: Image.Image, model: DiffusionModel) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _to_image(pixels: torch.Tensor, mode: str) -> Image.Image:
+def _to_image(pixels: torch.Tensor) -> Image.Image:
     array = pixels.permute(1, 2, 0).cpu().numpy()
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB")
-    return image if image.mode == mode else image.convert(mode)
+    return Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
 
 
-def _header(codec: Any, params: Any, model: DiffusionModel, mode: str, width: int, height: int, seed: int) -> container.Header:
-    if not 0 <= seed <= container.MAX_SEED:
-        raise InvalidParameterError(f"Expected seed in [0, {container.MAX_SEED}], got {seed}")
+def _header(
+    params: DDCMParams, model: DiffusionModel, prepared: imagemodes.PreparedImage, seed: int
+) -> container.Header:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= container.MAX_SEED:
+        raise InvalidParameterError(f"Expected seed in [0, {container.MAX_SEED}], got {seed!r}")
     return container.Header(
-        codec_id=codec.CODEC_ID,
-        mode=mode,
-        width=width,
-        height=height,
+        codec_id=codec_by_name("DDCM").codec_id,
+        mode=prepared.mode,
+        width=prepared.coded.width,
+        height=prepared.coded.height,
         seed=seed,
         fingerprint=model.fingerprint,
         model_name=model.name,
         params=params.to_bytes(),
+        chunks=prepared.chunks,
     )
 
 
-def file_size(params: ddcm.DDCMParams, model: DiffusionModel, width: int, height: int, mode: str = "RGB", seed: int = 0) -> int:
-    """Exact size in bytes of a file with these parameters (header, payload and CRC)."""
-    header = _header(ddcm, params, model, mode, width, height, seed)
-    return container.header_size(header) + ddcm.payload_bytes(params, model)
+def _size(params: DDCMParams, model: DiffusionModel, prepared: imagemodes.PreparedImage, seed: int) -> int:
+    return container.header_size(_header(params, model, prepared, seed)) + ddcm.payload_bytes(params, model)
+
+
+def file_size(params: DDCMParams, model: DiffusionModel, width: int, height: int, mode: str = "RGB", seed: int = 0) -> int:
+    """Exact size in bytes of a file with these parameters (header, payload and CRC; no chunks)."""
+    blank = imagemodes.PreparedImage(Image.new("L", (width, height)), mode, ())
+    return _size(params, model, blank, seed)
 
 
 def params_for_bpp(
-    bpp: float, width: int, height: int, model: DiffusionModel, base: ddcm.DDCMParams, mode: str = "RGB", seed: int = 0
-) -> ddcm.DDCMParams:
+    bpp: float, model: DiffusionModel, base: DDCMParams, prepared: imagemodes.PreparedImage, seed: int = 0
+) -> DDCMParams:
     """The largest configuration of the family around ``base`` whose whole file is at most ``bpp``.
 
     Atoms M grow first (binary search; topm only while bits still grow with M, up to 2K/3), then
@@ -104,10 +122,11 @@ def params_for_bpp(
     """
     if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp <= 64:
         raise InvalidParameterError(f"Expected bpp in (0, 64], got {bpp!r}")
+    width, height = prepared.coded.size
     budget = math.floor(bpp * width * height / 8)
 
-    def fits(params: ddcm.DDCMParams) -> bool:
-        return file_size(params, model, width, height, mode, seed) <= budget
+    def fits(params: DDCMParams) -> bool:
+        return _size(params, model, prepared, seed) <= budget
 
     def largest(low: int, high: int, make: Any) -> int:
         while low < high:
@@ -119,13 +138,15 @@ def params_for_bpp(
     if not fits(base):
         one_step = replace(base, steps=1)
         if not fits(one_step):
-            minimum = 8 * file_size(one_step, model, width, height, mode, seed) / (width * height)
-            raise InvalidParameterError(f"bpp={bpp} is below the minimum {minimum:.5f} for a {width}x{height} image")
-        steps = largest(1, base.steps, lambda s: replace(base, steps=s))
-        return replace(base, steps=steps)
+            minimum = 8 * _size(one_step, model, prepared, seed) / (width * height)
+            raise InvalidParameterError(
+                f"bpp={bpp} is below the minimum {minimum:.5f} for a {width}x{height} image "
+                "(header, alpha and metadata chunks included)"
+            )
+        return replace(base, steps=largest(1, base.steps, lambda s: replace(base, steps=s)))
     size = base.codebook_size
     while True:
-        cap = min(ddcm.MAX_ATOMS, size if base.selection == "mp" else max(1, (2 * size - 1) // 3))
+        cap = min(MAX_ATOMS, size if base.selection == "mp" else max(1, (2 * size - 1) // 3))
         params = replace(base, codebook_size=size)
         atoms = largest(1, cap, lambda m: replace(params, atoms=m))
         if atoms < cap or size * 4 > 1 << 16:
@@ -133,15 +154,17 @@ def params_for_bpp(
         size *= 4
 
 
-def _codec_params(codec: Any, model: DiffusionModel, width: int, height: int, mode: str, seed: int,
-                  bpp: float | None, quality: float | None, options: dict[str, Any]) -> Any:
+def _codec_params(
+    model: DiffusionModel, prepared: imagemodes.PreparedImage, seed: int,
+    bpp: float | None, quality: float | None, options: dict[str, Any],
+) -> DDCMParams:
     if bpp is not None and quality is not None:
         raise InvalidParameterError("Give bpp= or quality=, not both")
     if bpp is None and quality is None:
-        return codec.DDCMParams.from_dict(options)
-    base = codec.DDCMParams.from_dict({**QUALITY_BASE_PARAMS.to_dict(), **options})
+        return DDCMParams.from_dict(options)
+    base = DDCMParams.from_dict({**QUALITY_BASE_PARAMS.to_dict(), **options})
     target = bpp if bpp is not None else quality_to_bpp(quality)
-    return params_for_bpp(target, width, height, model, base, mode, seed)
+    return params_for_bpp(target, model, base, prepared, seed)
 
 
 def encode_images(
@@ -153,31 +176,48 @@ def encode_images(
     quality: float | None = None,
     seed: int = 0,
     device: Any = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    keep_alpha: bool = True,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    xmp: bytes | str | None = None,
     **params: Any,
 ) -> list[EncodeResult]:
-    """Encode same-size, same-mode images in one batch; returns each file with its reconstruction."""
+    """Encode same-size, same-mode images in one batch; returns each file with its reconstruction.
+
+    Metadata (``icc_profile``, ``exif``, ``xmp``) defaults to each image's ``info``; alpha is kept
+    losslessly unless ``keep_alpha=False``. Codec parameters: ``steps``, ``codebook_size``,
+    ``atoms``, ``coef_levels``, ``selection``, ``window`` -- or ``bpp=`` / ``quality=`` for rate control.
+    """
     if not images:
         return []
-    codec_module = codec_by_name(codec)
+    codec_by_name(codec)
     loaded = _resolve(model, device, dtype)
     first = images[0]
     if any(im.size != first.size or im.mode != first.mode for im in images):
         raise InvalidParameterError("A batch needs images of one size and mode; encode others separately")
-    width, height = first.size
-    pixels = [_to_pixels(im, loaded) for im in images]
-    codec_params = _codec_params(codec_module, loaded, width, height, first.mode, seed, bpp, quality, params)
-    header = _header(codec_module, codec_params, loaded, first.mode, width, height, seed)
+    explicit = {"icc_profile": icc_profile, "exif": exif, "xmp": xmp}
+    prepared = [
+        imagemodes.prepare(
+            im,
+            keep_alpha=keep_alpha,
+            metadata={key: value if value is not None else im.info.get(key) for key, value in explicit.items()},
+        )
+        for im in images
+    ]
+    if loaded.channels == 1 and prepared[0].coded.mode != "L":
+        raise UnsupportedImageError(f"Model {loaded.name!r} codes grayscale images; convert the image to 'L'")
+    codec_params = _codec_params(loaded, prepared[0], seed, bpp, quality, params)
+    pixels = [_to_pixels(p.coded, loaded) for p in prepared]
     results = []
-    for payload, recon in codec_module.encode_batch(loaded, codec_params, seed, pixels):
-        results.append(EncodeResult(container.pack(header, payload), _to_image(recon, first.mode)))
+    for prep, (payload, recon) in zip(prepared, ddcm.encode_batch(loaded, codec_params, seed, pixels)):
+        data = container.pack(_header(codec_params, loaded, prep, seed), payload)
+        results.append(EncodeResult(data, imagemodes.finish(_to_image(recon), prep.mode, prep.chunks)))
     return results
 
 
 def encode(image: Image.Image, **options: Any) -> bytes:
-    """Encode one image; options as :func:`encode_images` (``codec``, ``model``, ``bpp``, ``quality``,
-    ``seed``, ``device``, ``dtype``, and codec parameters such as ``steps``, ``codebook_size``,
-    ``atoms``, ``coef_levels``, ``window``, ``selection``)."""
+    """Encode one image to diffcodec bytes; options as :func:`encode_images`."""
     return encode_images([image], **options)[0].data
 
 
@@ -197,45 +237,23 @@ def decode(
     *,
     model: ModelRef | None = None,
     device: Any = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     max_pixels: int | None | str = "pillow",
 ) -> Image.Image:
     """Decode a file to a PIL image. An explicit ``model`` wins over the reference stored in the file;
     either way its fingerprint must match. ``max_pixels`` defaults to Pillow's bomb limit."""
     limit = _default_max_pixels() if max_pixels == "pillow" else max_pixels
     header, payload = container.parse(data, max_pixels=limit)
-    codec = codec_by_id(header.codec_id)
-    params = codec.DDCMParams.from_bytes(header.params)
+    entry = codec_by_id(header.codec_id)
+    params = entry.params.from_bytes(header.params)
     loaded = _resolve(model if model is not None else header.model_name, device, dtype)
     if loaded.fingerprint != header.fingerprint:
         raise ModelMismatchError(
             f"File was encoded with model {header.model_name!r} (fingerprint {header.fingerprint.hex()}), "
             f"but model {loaded.name!r} has fingerprint {loaded.fingerprint.hex()}"
         )
-    pixels = codec.decode_payload(loaded, params, header.seed, header.width, header.height, payload)
-    return _to_image(pixels, header.mode)
-
-
-def info(data: bytes) -> dict[str, Any]:
-    """Header fields of a file (verifies the CRC; loads no model and imports no model code)."""
-    header, payload = container.parse(data, max_pixels=None)
-    codec = codec_by_id(header.codec_id)
-    params = codec.DDCMParams.from_bytes(header.params)
-    return {
-        "codec": codec.FORMAT_NAME,
-        "format_version": header.version,
-        "width": header.width,
-        "height": header.height,
-        "mode": header.mode,
-        "model": header.model_name,
-        "fingerprint": header.fingerprint.hex(),
-        "seed": header.seed,
-        "params": params.to_dict(),
-        "bytes": len(data),
-        "payload_bytes": len(payload),
-        "bpp": 8 * len(data) / (header.width * header.height),
-        "chunks": [tag.decode("latin-1") for tag, _ in header.chunks],
-    }
+    pixels = entry.load().decode_payload(loaded, params, header.seed, header.width, header.height, payload)
+    return imagemodes.finish(_to_image(pixels), header.mode, header.chunks)
 
 
 def generate(
@@ -247,14 +265,15 @@ def generate(
     rng_seed: int | None = None,
     mode: str = "RGB",
     device: Any = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     **params: Any,
 ) -> EncodeResult:
     """Compressed generation (DDCM Sec. 4): a random sample together with the file that decodes to it."""
-    if mode not in SUPPORTED_MODES:
-        raise UnsupportedImageError(f"Mode {mode!r} is not supported; supported modes: {SUPPORTED_MODES}")
+    if mode not in ("RGB", "L"):
+        raise UnsupportedImageError(f"generate() makes 'RGB' or 'L' images, got mode {mode!r}")
     loaded = _resolve(model, device, dtype)
-    codec_params = ddcm.DDCMParams.from_dict(params)
+    codec_params = DDCMParams.from_dict(params)
     payload, pixels = ddcm.generate(loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed))
-    header = _header(ddcm, codec_params, loaded, mode, width, height, seed)
-    return EncodeResult(container.pack(header, payload), _to_image(pixels, mode))
+    prepared = imagemodes.PreparedImage(Image.new(mode, (width, height)), mode, ())
+    image = _to_image(pixels).convert(mode)
+    return EncodeResult(container.pack(_header(codec_params, loaded, prepared, seed), payload), image)

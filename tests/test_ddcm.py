@@ -11,7 +11,7 @@ from PIL import Image
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec import codebook
-from pillow_diffcodec.codecs import ddcm
+from pillow_diffcodec.codecs import ddcm, ddcm_format
 from pillow_diffcodec.errors import InvalidParameterError, ModelMismatchError
 
 from .conftest import identity_denoiser, tiny_model
@@ -98,9 +98,9 @@ def test_symbols_round_trip(selection: str) -> None:
     params = ddcm.DDCMParams(codebook_size=300, atoms=7, coef_levels=5, selection=selection)
     for _ in range(200):
         symbols = [int(rng.integers(0, s)) if s < 2**62 else int(rng.integers(0, 2**62)) for s in params.symbol_sizes(300)]
-        choice = ddcm.symbols_to_choice(params, symbols, 300)
+        choice = ddcm_format.symbols_to_choice(params, symbols, 300)
         assert len(set(choice.indices)) == 7 and all(0 <= k < 300 for k in choice.indices)
-        assert ddcm.choice_to_symbols(params, choice, 300) == symbols
+        assert ddcm_format.choice_to_symbols(params, choice, 300) == symbols
 
 
 def test_rate_formulas() -> None:

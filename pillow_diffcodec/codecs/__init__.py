@@ -1,34 +1,66 @@
-"""Codec registry: the single source of truth for codec names and their numeric file ids.
+"""Codec registry: the single source of truth for codec names, numeric file ids and Pillow formats.
 
 Ids are explicit numbers written into every file and never derived from registration order.
-Reserved for the codecs that follow DDCM: 2 PSC, 3 CDC, 4 CorrDiff, 5 foundation-latent-diffusion.
+Reserved for the codecs that follow DDCM: 2 PSC, 3 CDC, 4 CorrDiff, 5 foundation latent diffusion.
+Each entry names its torch-free parameter class (enough to read a header) and the module that
+runs the codec, imported only when something is encoded or decoded.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-from ..errors import UnknownCodecError
-from . import ddcm
-
-CODECS_BY_NAME: dict[str, ModuleType] = {ddcm.FORMAT_NAME: ddcm}
-CODECS_BY_ID: dict[int, ModuleType] = {module.CODEC_ID: module for module in CODECS_BY_NAME.values()}
+from ..errors import UnknownCodecError, UnsupportedVersionError
+from .ddcm_format import DDCMParams
 
 
-def codec_by_name(name: str) -> ModuleType:
-    """The codec module registered under ``name`` (case-insensitive)."""
-    module = CODECS_BY_NAME.get(str(name).upper())
-    if module is None:
+@dataclass(frozen=True)
+class CodecEntry:
+    """One registered codec."""
+
+    name: str
+    codec_id: int
+    params: type[Any]
+    module: str
+    extensions: tuple[str, ...]
+    mime: str
+    description: str
+
+    def load(self) -> ModuleType:
+        """Import the module that encodes and decodes (brings in torch)."""
+        return importlib.import_module(self.module)
+
+
+CODECS: tuple[CodecEntry, ...] = (
+    CodecEntry(
+        name="DDCM",
+        codec_id=1,
+        params=DDCMParams,
+        module="pillow_diffcodec.codecs.ddcm",
+        extensions=(".ddcm",),
+        mime="image/x-ddcm",
+        description="Denoising Diffusion Codebook Models",
+    ),
+)
+CODECS_BY_NAME = {entry.name: entry for entry in CODECS}
+CODECS_BY_ID = {entry.codec_id: entry for entry in CODECS}
+
+
+def codec_by_name(name: str) -> CodecEntry:
+    """The codec registered under ``name`` (case-insensitive)."""
+    entry = CODECS_BY_NAME.get(str(name).upper())
+    if entry is None:
         raise UnknownCodecError(f"Unknown codec {name!r}; available: {sorted(CODECS_BY_NAME)}")
-    return module
+    return entry
 
 
-def codec_by_id(codec_id: int) -> ModuleType:
-    """The codec module whose file id is ``codec_id``."""
-    module = CODECS_BY_ID.get(codec_id)
-    if module is None:
-        from ..errors import UnsupportedVersionError
-
-        known = {m.CODEC_ID: name for name, m in CODECS_BY_NAME.items()}
+def codec_by_id(codec_id: int) -> CodecEntry:
+    """The codec whose file id is ``codec_id``."""
+    entry = CODECS_BY_ID.get(codec_id)
+    if entry is None:
+        known = {e.codec_id: e.name for e in CODECS}
         raise UnsupportedVersionError(f"Unknown codec id {codec_id} in file; this library knows {known}")
-    return module
+    return entry

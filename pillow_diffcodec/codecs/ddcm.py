@@ -24,8 +24,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,180 +32,20 @@ from .. import entropy
 from ..codebook import codebook_scores, codewords
 from ..errors import CorruptFileError, InvalidParameterError
 from ..models import DiffusionModel
+from .ddcm_format import (
+    CODEC_ID,
+    FORMAT_NAME,
+    TRIVIAL_CHOICE,
+    DDCMParams,
+    StepChoice,
+    all_symbol_sizes,
+    history_from_symbols,
+    payload_symbols,
+    symbols_to_choice,
+)
 
-CODEC_ID = 1
-FORMAT_NAME = "DDCM"
-SELECTIONS = {"mp": 0, "topm": 1}
-MAX_STEPS = 4096
-MAX_CODEBOOK_SIZE = 1 << 20
-MAX_ATOMS = 1024
-MAX_COEF_LEVELS = 256
+__all__ = ["CODEC_ID", "FORMAT_NAME", "DDCMParams", "decode_payload", "encode_batch", "generate", "payload_bytes"]
 MP_CANDIDATES_PER_ATOM = 4
-PARAM_FLAG_WINDOW = 0x01
-
-
-def _check_range(name: str, value: Any, low: int, high: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
-        raise InvalidParameterError(f"Expected {name} in [{low}, {high}], got {value!r}")
-
-
-@dataclass(frozen=True)
-class DDCMParams:
-    """DDCM configuration: ``steps`` T, ``codebook_size`` K, ``atoms`` M, ``coef_levels`` C, ``selection``, ``window``.
-
-    ``window`` is ``(high, low)`` in the model's training timesteps (inclusive): steps at other
-    timesteps use K = 1 and cost nothing. None means every step is coded.
-    """
-
-    steps: int = 50
-    codebook_size: int = 256
-    atoms: int = 1
-    coef_levels: int = 1
-    selection: str = "mp"
-    window: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        _check_range("steps", self.steps, 1, MAX_STEPS)
-        _check_range("codebook_size", self.codebook_size, 1, MAX_CODEBOOK_SIZE)
-        _check_range("atoms", self.atoms, 1, min(MAX_ATOMS, self.codebook_size))
-        _check_range("coef_levels", self.coef_levels, 1, MAX_COEF_LEVELS)
-        if self.selection not in SELECTIONS:
-            raise InvalidParameterError(f"Expected selection in {sorted(SELECTIONS)}, got {self.selection!r}")
-        if self.window is not None:
-            if not isinstance(self.window, (tuple, list)) or len(self.window) != 2:
-                raise InvalidParameterError(f"Expected window as (high, low) timesteps, got {self.window!r}")
-            high, low = self.window
-            _check_range("window high", high, 0, MAX_STEPS * 16)
-            _check_range("window low", low, 0, high)
-            object.__setattr__(self, "window", (int(high), int(low)))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["window"] = list(self.window) if self.window is not None else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DDCMParams:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InvalidParameterError(
-                f"Unknown DDCM option(s) {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}"
-            )
-        data = dict(data)
-        if data.get("window") is not None:
-            data["window"] = tuple(data["window"])
-        return cls(**data)
-
-    def to_bytes(self) -> bytes:
-        """Header encoding: varints steps, K, M, C; u8 selection; u8 flags; [varint high, low]."""
-        from ..container import _varint
-
-        flags = PARAM_FLAG_WINDOW if self.window is not None else 0
-        out = _varint(self.steps) + _varint(self.codebook_size) + _varint(self.atoms) + _varint(self.coef_levels)
-        out += bytes([SELECTIONS[self.selection], flags])
-        if self.window is not None:
-            out += _varint(self.window[0]) + _varint(self.window[1])
-        return out
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> DDCMParams:
-        from ..container import _Reader
-
-        reader = _Reader(data, len(data))
-        try:
-            steps = reader.varint("steps", MAX_STEPS)
-            size = reader.varint("codebook_size", MAX_CODEBOOK_SIZE)
-            atoms = reader.varint("atoms", MAX_ATOMS)
-            levels = reader.varint("coef_levels", MAX_COEF_LEVELS)
-            selection_code = reader.u8("selection")
-            flags = reader.u8("parameter flags")
-            window = None
-            if flags & PARAM_FLAG_WINDOW:
-                window = (reader.varint("window high", MAX_STEPS * 16), reader.varint("window low", MAX_STEPS * 16))
-            if flags & ~PARAM_FLAG_WINDOW or reader.pos != len(data):
-                raise CorruptFileError("DDCM parameters have unknown flags or trailing bytes")
-            selections = {code: name for name, code in SELECTIONS.items()}
-            if selection_code not in selections:
-                raise CorruptFileError(f"Unknown DDCM selection code {selection_code}")
-            return cls(steps, size, atoms, levels, selections[selection_code], window)
-        except InvalidParameterError as exc:
-            raise CorruptFileError(f"Invalid DDCM parameters in file: {exc}") from None
-
-    def step_sizes(self, timesteps: Sequence[int]) -> list[int]:
-        """Codebook size used after each of the first T-1 model calls (K, or 1 outside the window)."""
-        sizes = []
-        for t in timesteps[:-1]:
-            inside = self.window is None or self.window[1] <= t <= self.window[0]
-            sizes.append(self.codebook_size if inside else 1)
-        return sizes
-
-    def symbol_sizes(self, step_size: int) -> list[int]:
-        """Alphabet sizes of the symbols one step writes (empty for K = 1)."""
-        if step_size == 1:
-            return []
-        if self.selection == "topm":
-            return [math.comb(step_size, self.atoms)] + [2] * self.atoms
-        return [step_size - m for m in range(self.atoms)] + [self.coef_levels] * (self.atoms - 1)
-
-    def bits_per_step(self) -> float:
-        """Information per coded step in bits (before the payload's rounding to words)."""
-        return sum(math.log2(s) for s in self.symbol_sizes(self.codebook_size))
-
-
-@dataclass(frozen=True)
-class StepChoice:
-    """What one step selected for one image: atom indices plus their coefficient levels or signs."""
-
-    indices: tuple[int, ...]
-    levels: tuple[int, ...] = ()  # mp: level of atoms 2..M (coefficient (l + 1) / C)
-    signs: tuple[int, ...] = ()  # topm: 0 for +1, 1 for -1, aligned with the sorted indices
-
-
-TRIVIAL_CHOICE = StepChoice(indices=(0,))
-
-
-def choice_to_symbols(params: DDCMParams, choice: StepChoice, step_size: int) -> list[int]:
-    """Symbols of one step: ordered-distinct ranks + levels (mp) or combinatorial subset rank + signs (topm)."""
-    if step_size == 1:
-        return []
-    if params.selection == "topm":
-        rank = sum(math.comb(c, i + 1) for i, c in enumerate(choice.indices))  # combinatorial number system
-        return [rank, *choice.signs]
-    ranks, used = [], []
-    for k in choice.indices:
-        ranks.append(k - sum(1 for u in used if u < k))  # position of k among the unused indices
-        used.append(k)
-    return ranks + list(choice.levels)
-
-
-def symbols_to_choice(params: DDCMParams, symbols: Sequence[int], step_size: int) -> StepChoice:
-    """Inverse of :func:`choice_to_symbols`."""
-    if step_size == 1:
-        return TRIVIAL_CHOICE
-    m = params.atoms
-    if params.selection == "topm":
-        rank, indices = symbols[0], []
-        upper = step_size
-        for i in range(m, 0, -1):  # largest c with comb(c, i) <= rank, by bisection below the previous one
-            low, high = i - 1, upper - 1
-            while low < high:
-                mid = (low + high + 1) // 2
-                if math.comb(mid, i) <= rank:
-                    low = mid
-                else:
-                    high = mid - 1
-            indices.append(low)
-            rank -= math.comb(low, i)
-            upper = low
-        return StepChoice(indices=tuple(reversed(indices)), signs=tuple(symbols[1:]))
-    indices: list[int] = []
-    for rank in symbols[:m]:
-        k = rank
-        for used in sorted(indices):  # the rank-th index not yet used
-            if used <= k:
-                k += 1
-        indices.append(k)
-    return StepChoice(indices=tuple(indices), levels=tuple(symbols[m:]))
 
 
 def step_noise(params: DDCMParams, seed: int, step: int, choice: StepChoice, numel: int, device: torch.device) -> torch.Tensor:
@@ -345,35 +183,6 @@ def replay_selector(history: list[list[StepChoice]]) -> Selector:
         return history[step - 1]
 
     return select
-
-
-def payload_symbols(params: DDCMParams, step_sizes: Sequence[int], history: Sequence[StepChoice]) -> tuple[list[int], list[int]]:
-    """(values, alphabet sizes) of a whole file's payload from one image's choices."""
-    values: list[int] = []
-    sizes: list[int] = []
-    for size, choice in zip(step_sizes, history):
-        values += choice_to_symbols(params, choice, size)
-        sizes += params.symbol_sizes(size)
-    return values, sizes
-
-
-def all_symbol_sizes(params: DDCMParams, step_sizes: Sequence[int]) -> list[int]:
-    """Alphabet sizes of every symbol in the payload, known from the parameters alone."""
-    return [s for size in step_sizes for s in params.symbol_sizes(size)]
-
-
-def history_from_symbols(params: DDCMParams, step_sizes: Sequence[int], values: Sequence[int]) -> list[list[StepChoice]]:
-    """Rebuild one image's choices from its decoded payload symbols (validating them)."""
-    history, position = [], 0
-    for size in step_sizes:
-        count = len(params.symbol_sizes(size))
-        try:
-            choice = symbols_to_choice(params, values[position : position + count], size)
-        except (ValueError, IndexError) as exc:
-            raise CorruptFileError(f"Invalid DDCM symbols at step {len(history) + 1}: {exc}") from None
-        position += count
-        history.append([choice])
-    return history
 
 
 def _check_against_model(params: DDCMParams, model: DiffusionModel) -> list[int]:

@@ -1,0 +1,99 @@
+"""Pillow modes in and out of the codecs: what is coded, what rides along in chunks.
+
+The diffusion models code RGB (or L) pixels. Alpha is kept losslessly in a zlib-compressed
+``alph`` chunk; P, PA, 1 and CMYK images are converted and the original mode is recorded in an
+``omod`` chunk so the reopened image can say so in ``info["original_mode"]``. ICC profiles, EXIF
+and XMP travel in ``iccp``, ``exif`` and ``xmp `` chunks. Torch-free: Pillow's header path uses it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from .errors import CorruptFileError, UnsupportedImageError
+
+SUPPORTED_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK")
+CONVERTED_MODES = {"P": "RGB", "PA": "RGBA", "1": "L", "CMYK": "RGB"}
+ALPHA_TAG, ORIGINAL_MODE_TAG = b"alph", b"omod"
+METADATA_TAGS = {"icc_profile": b"iccp", "exif": b"exif", "xmp": b"xmp "}
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image split into what the codec codes and what the container carries."""
+
+    coded: Image.Image  # RGB or L
+    mode: str  # the mode written into the header: L, LA, RGB or RGBA
+    chunks: tuple[tuple[bytes, bytes], ...]
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if hasattr(value, "tobytes") and not isinstance(value, (bytes, bytearray)):
+        return value.tobytes()  # PIL.Image.Exif
+    return bytes(value)
+
+
+def prepare(image: Image.Image, *, keep_alpha: bool = True, metadata: dict[str, Any] | None = None) -> PreparedImage:
+    """Split ``image`` into coded pixels, header mode and chunks (alpha, original mode, metadata)."""
+    original = image.mode
+    if original not in SUPPORTED_MODES:
+        raise UnsupportedImageError(f"Mode {original!r} is not supported; supported modes: {list(SUPPORTED_MODES)}")
+    chunks: list[tuple[bytes, bytes]] = []
+    if original in CONVERTED_MODES:
+        target = CONVERTED_MODES[original]
+        if original == "P" and "transparency" in image.info:
+            target = "RGBA"
+        image = image.convert(target)
+        chunks.append((ORIGINAL_MODE_TAG, original.encode("ascii")))
+    mode = image.mode
+    if mode in ("RGBA", "LA"):
+        base = mode[:-1]
+        if keep_alpha:
+            chunks.append((ALPHA_TAG, zlib.compress(image.getchannel("A").tobytes(), 9)))
+        else:
+            mode = base
+        image = image.convert(base)
+    for key, tag in METADATA_TAGS.items():
+        value = (metadata or {}).get(key)
+        if value:
+            chunks.append((tag, _as_bytes(value)))
+    return PreparedImage(coded=image, mode=mode, chunks=tuple(chunks))
+
+
+def chunk_info(chunks: tuple[tuple[bytes, bytes], ...]) -> dict[str, Any]:
+    """``Image.info`` entries from a file's chunks (metadata and the original mode)."""
+    info: dict[str, Any] = {}
+    for tag, data in chunks:
+        if tag == ORIGINAL_MODE_TAG:
+            info["original_mode"] = data.decode("ascii", "replace")
+        for key, metadata_tag in METADATA_TAGS.items():
+            if tag == metadata_tag:
+                info[key] = data
+    return info
+
+
+def finish(decoded: Image.Image, mode: str, chunks: tuple[tuple[bytes, bytes], ...]) -> Image.Image:
+    """Turn decoded RGB/L pixels into an image of the header's mode with alpha and info restored."""
+    base = mode.rstrip("A") if mode in ("LA", "RGBA") else mode
+    image = decoded if decoded.mode == base else decoded.convert(base)
+    if mode in ("LA", "RGBA"):
+        alpha_data = next((data for tag, data in chunks if tag == ALPHA_TAG), None)
+        if alpha_data is None:
+            alpha = Image.new("L", image.size, 255)
+        else:
+            try:
+                raw = zlib.decompressobj().decompress(alpha_data, image.width * image.height + 1)
+            except zlib.error as exc:
+                raise CorruptFileError(f"Alpha chunk is corrupt: {exc}") from None
+            if len(raw) != image.width * image.height:
+                raise CorruptFileError(f"Alpha chunk holds {len(raw)} bytes for a {image.width}x{image.height} image")
+            alpha = Image.frombytes("L", image.size, raw)
+        image = Image.merge(mode, [*image.split(), alpha])
+    image.info.update(chunk_info(chunks))
+    return image
