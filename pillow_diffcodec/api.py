@@ -62,10 +62,7 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
 
 
 def _resolve(model: ModelRef | None, device: Any, dtype: torch.dtype | str | None) -> DiffusionModel:
-    if model is None:
-        from .errors import ModelNotFoundError
-
-        raise ModelNotFoundError("No model given: pass model= a model object or a local model directory")
+    """The model for ``model`` (None: the built-in default), cached per process."""
     return load_model(model, device=device, dtype=_dtype(dtype))
 
 

@@ -2,8 +2,9 @@
 
 Follows Pillow's QoiImagePlugin and pillow-heif's ``register_heif_opener``: ``_accept`` looks only
 at the magic bytes and codec id, ``_open`` parses the header (no model, no torch), and the pixels
-are decoded by a Python decoder when ``load()`` runs. Header errors become ``SyntaxError`` so Pillow
-goes on to try other formats.
+are decoded by a Python decoder when ``load()`` runs. Bytes without our magic become
+``SyntaxError`` so Pillow goes on to try other formats; a file with our magic but a damaged header
+raises :class:`~pillow_diffcodec.errors.CorruptFileError` (an ``OSError``) that says what is wrong.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import IO, Any
 from PIL import Image, ImageFile
 
 from . import container
-from .codecs import CODECS, CodecEntry, codec_by_id
-from .errors import DiffCodecError, InvalidParameterError
+from .codecs import CODECS, CODECS_BY_ID, CodecEntry, codec_by_id
+from .errors import InvalidParameterError, NotDiffCodecFileError
 from .imagemodes import chunk_info
 
 MAX_FILE_BYTES = 1 << 28  # refuse to read more than 256 MiB into memory as one image
@@ -41,8 +42,8 @@ class DiffCodecImageFile(ImageFile.ImageFile):
         try:
             header, payload = container.parse(data)
             params = codec_by_id(header.codec_id).params.from_bytes(header.params)
-        except DiffCodecError as exc:
-            raise SyntaxError(str(exc)) from None
+        except NotDiffCodecFileError as exc:
+            raise SyntaxError(str(exc)) from None  # not ours after all: let Pillow try other formats
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info.update(
@@ -96,8 +97,13 @@ def _plugin_class(entry: CodecEntry) -> type[DiffCodecImageFile]:
 
 
 def _acceptor(codec_id: int) -> Any:
+    """Accept our magic with this codec id; the first codec also takes unknown ids (to report them)."""
+
     def accept(prefix: bytes) -> bool:
-        return prefix[:4] == container.MAGIC and (len(prefix) < 6 or prefix[5] == codec_id)
+        if prefix[:4] != container.MAGIC:
+            return False
+        file_codec = prefix[5] if len(prefix) > 5 else None
+        return file_codec == codec_id or (codec_id == CODECS[0].codec_id and file_codec not in CODECS_BY_ID)
 
     return accept
 

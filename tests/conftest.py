@@ -15,8 +15,11 @@ from pillow_diffcodec.schedule import NoiseSchedule
 DATA = Path(__file__).parent / "data"
 
 
-def tiny_unet(seed: int = 0, channels: int = 3) -> UNet2DModel:
-    """A randomly initialised UNet2DModel of the google/ddpm-* architecture family, ~30k parameters."""
+def tiny_unet(seed: int = 0, channels: int = 3, attention: bool = True) -> UNet2DModel:
+    """A randomly initialised UNet2DModel of the google/ddpm-* architecture family, ~30k parameters.
+
+    Without ``attention`` its cost stays linear in the image size (for large test images).
+    """
     torch.manual_seed(seed)
     return UNet2DModel(
         sample_size=16,
@@ -24,8 +27,9 @@ def tiny_unet(seed: int = 0, channels: int = 3) -> UNet2DModel:
         out_channels=channels,
         block_out_channels=(8, 16),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
+        up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
+        add_attention=attention,
         norm_num_groups=4,
     )
 
@@ -58,3 +62,17 @@ def photo() -> Image.Image:
     """64x48 RGB crop of Kodak 23 (see tests/data/SOURCE.md)."""
     with Image.open(DATA / "kodim23_crop.png") as image:
         return image.convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """The tiny model saved as a real DDPMPipeline folder, for code paths that load models by reference."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-ddpm"
+    unet = tiny_unet(0, attention=False)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(folder)
+    return folder.resolve()
+
+
+FAST = dict(steps=3, codebook_size=16)
