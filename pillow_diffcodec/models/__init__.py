@@ -1,26 +1,45 @@
-"""Model references: resolve a name or a local directory to a loaded model, once per process.
+"""Model registry: resolve a model reference to a loaded model, once per process.
 
-A file stores the reference it was encoded with (``model_name``) plus the weight fingerprint.
-References resolve, in order, to: a model object passed in directly, or a local directory in
-diffusers layout (see :mod:`.pixel`). Loaded models are kept in an LRU cache keyed by reference,
-device and dtype; :func:`clear_model_cache` frees them.
+A reference resolves, in order, to:
+
+1. a model object passed in directly;
+2. a built-in model shipped in this package (``"builtin"``, the default);
+3. a local directory in diffusers layout (see :mod:`.pixel`);
+4. a Hugging Face repo id (``"google/ddpm-cifar10-32"``) already in the local Hugging Face cache.
+   Nothing is ever downloaded: lookups use ``local_files_only``.
+
+Files store a path-independent name for (2) and (4) and the absolute directory for (3). Loaded models
+are kept in an LRU cache keyed by resolved name, device and dtype; :func:`clear_model_cache` frees them.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import ModelNotFoundError
-from .pixel import PixelDiffusionModel
+from .pixel import PixelDiffusionModel, find_pixel_layout
 
 DiffusionModel = PixelDiffusionModel
+DEFAULT_MODEL = "builtin"
+BUILTIN_MODELS = {"builtin": Path(__file__).parent / "builtin"}
+KNOWN_PIXEL_MODELS = {
+    "google/ddpm-cifar10-32": "32x32, UNet2DModel blocks (128, 256, 256, 256), 35.7M parameters",
+    "google/ddpm-celebahq-256": "256x256 faces, UNet2DModel blocks (128, 128, 256, 256, 512, 512), 113.7M parameters",
+    "google/ddpm-ema-celebahq-256": "256x256 faces (EMA weights), same architecture as ddpm-celebahq-256",
+    "google/ddpm-church-256": "256x256 churches, UNet2DModel blocks (128, 128, 256, 256, 512, 512), 113.7M parameters",
+    "google/ddpm-ema-church-256": "256x256 churches (EMA weights), same architecture as ddpm-church-256",
+    "google/ddpm-bedroom-256": "256x256 bedrooms, same architecture as ddpm-church-256",
+    "google/ddpm-cat-256": "256x256 cats, same architecture as ddpm-church-256",
+}
 MODEL_CACHE_SIZE = 4
 _cache: OrderedDict[tuple[str, str, str], DiffusionModel] = OrderedDict()
 
-__all__ = ["DiffusionModel", "PixelDiffusionModel", "clear_model_cache", "load_model"]
+__all__ = ["DiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache", "load_model", "locate"]
 
 
 def clear_model_cache() -> None:
@@ -28,28 +47,84 @@ def clear_model_cache() -> None:
     _cache.clear()
 
 
+def _hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _from_hf_cache(repo_id: str) -> Path | None:
+    """The snapshot folder of ``repo_id`` in the local Hugging Face cache, without any network access."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=_hf_cache_dir(), local_files_only=True))
+    except Exception:  # not cached, or an invalid repo id: both mean "not here"
+        return None
+
+
+def locate(reference: str | Path) -> tuple[str, Path]:
+    """(name to store in files, local directory) for a reference; raises ModelNotFoundError."""
+    text = str(reference)
+    if text in BUILTIN_MODELS and find_pixel_layout(BUILTIN_MODELS[text]):
+        return text, BUILTIN_MODELS[text]
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), path.resolve()
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        snapshot = _from_hf_cache(text)
+        if snapshot is not None:
+            return text, snapshot
+    hint = f" ({KNOWN_PIXEL_MODELS[text]})" if text in KNOWN_PIXEL_MODELS else ""
+    raise ModelNotFoundError(
+        f"Model {text!r}{hint} not found. Looked for a built-in model {sorted(BUILTIN_MODELS)}, a local directory "
+        f"{str(path.resolve())!r}, and a Hugging Face repo in the local cache {_hf_cache_dir()!r} "
+        f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}; nothing is downloaded). Provide it by passing "
+        "model= a folder written by DDPMPipeline.save_pretrained or a downloaded google/ddpm-* folder, or by "
+        "downloading the repo into the Hugging Face cache on a machine with network access"
+    )
+
+
 def load_model(
-    reference: str | Path | DiffusionModel,
+    reference: str | Path | DiffusionModel | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> DiffusionModel:
-    """Resolve ``reference`` (model object or local directory) to a loaded model, using the cache."""
+    """Resolve ``reference`` (default: the built-in model) to a loaded model, using the cache."""
     if isinstance(reference, PixelDiffusionModel):
         return reference
+    name, directory = locate(DEFAULT_MODEL if reference is None else reference)
     device = torch.device(device or "cpu")
-    key = (str(reference), str(device), str(dtype))
+    key = (name, str(device), str(dtype))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    path = Path(reference).expanduser()
-    if not path.is_dir():
-        raise ModelNotFoundError(
-            f"Model {str(reference)!r} not found: it is not a local directory. Pass model= a folder written by "
-            "DDPMPipeline.save_pretrained or a downloaded google/ddpm-* checkpoint folder"
-        )
-    model = PixelDiffusionModel.from_directory(path, device=device, dtype=dtype)
+    model = PixelDiffusionModel.from_directory(directory, name=name, device=device, dtype=dtype)
     _cache[key] = model
     while len(_cache) > MODEL_CACHE_SIZE:
         _cache.popitem(last=False)
     return model
+
+
+def available_models() -> list[dict[str, Any]]:
+    """What ``diffcodec models`` lists: built-in models and the known published ones, with where they are."""
+    rows = []
+    for name, folder in BUILTIN_MODELS.items():
+        found = find_pixel_layout(folder) is not None
+        rows.append({"name": name, "kind": "built-in", "available": found, "location": str(folder)})
+    for name, description in KNOWN_PIXEL_MODELS.items():
+        snapshot = _from_hf_cache(name)
+        rows.append({
+            "name": name,
+            "kind": "hugging face cache",
+            "available": snapshot is not None,
+            "location": str(snapshot) if snapshot else f"not in {_hf_cache_dir()}",
+            "description": description,
+        })
+    return rows

@@ -6,6 +6,10 @@ Loads the two local layouts a pixel DDPM comes in:
   ``unet/`` (config + weights) and ``scheduler/scheduler_config.json``;
 * the flat layout of the published google/ddpm-* checkpoints: ``config.json``,
   ``diffusion_pytorch_model.{safetensors,bin}`` and ``scheduler_config.json`` side by side.
+
+An optional ``diffcodec.json`` beside them may set ``pixel_unshuffle`` (f): the UNet then sees
+``pixel_unshuffle(x, f)`` (f*f*C channels at 1/f resolution) and its output is shuffled back, which
+is how the built-in model stays fast on CPU while the diffusion runs in pixel space.
 """
 
 from __future__ import annotations
@@ -58,8 +62,10 @@ class PixelDiffusionModel:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        pixel_unshuffle: int = 1,
     ) -> None:
         self.device = torch.device(device or "cpu")
+        self.pixel_unshuffle = pixel_unshuffle
         self.dtype = dtype
         if next(unet.parameters()).dtype != dtype:
             unet = unet.to(dtype=dtype)
@@ -89,22 +95,28 @@ class PixelDiffusionModel:
         unet_dir, scheduler_file = layout
         unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
         schedule = NoiseSchedule.from_config(_read_json(scheduler_file))
-        return cls(unet, schedule, name or str(directory), device=device, dtype=dtype)
+        extra = _read_json(directory / "diffcodec.json") if (directory / "diffcodec.json").is_file() else {}
+        return cls(
+            unet, schedule, name or str(directory), device=device, dtype=dtype,
+            pixel_unshuffle=int(extra.get("pixel_unshuffle", 1)),
+        )
 
     @property
     def channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return int(self.unet.config.in_channels) // self.pixel_unshuffle**2
 
     @property
     def size_multiple(self) -> int:
-        """Image sides are padded to a multiple of this (one factor 2 per down-sampling block)."""
-        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+        """Image sides are padded to a multiple of this (the unshuffle factor times 2 per down-sampling block)."""
+        return self.pixel_unshuffle * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     @cached_property
     def fingerprint(self) -> bytes:
         """4-byte BLAKE2b digest of the schedule and the float32 weights in sorted-name order."""
         digest = hashlib.blake2b(digest_size=4)
         digest.update(self.schedule.canonical_bytes())
+        if self.pixel_unshuffle != 1:
+            digest.update(f"pixel_unshuffle={self.pixel_unshuffle}".encode())
         for key, tensor in sorted(self.unet.state_dict().items()):
             values = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
             digest.update(f"{key}:{tuple(values.shape)}".encode())
@@ -137,5 +149,10 @@ class PixelDiffusionModel:
     @torch.inference_mode()
     def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """Clean estimate ``x0hat`` (float32) for one noisy sample (C, H, W) at training timestep t."""
-        output = self.unet(x_t[None].to(self.dtype), torch.tensor([t], device=self.device)).sample[0]
-        return self.schedule.predict_x0(output.to(torch.float32), x_t, t)
+        x = x_t[None].to(self.dtype)
+        if self.pixel_unshuffle != 1:
+            x = torch.nn.functional.pixel_unshuffle(x, self.pixel_unshuffle)
+        output = self.unet(x, torch.tensor([t], device=self.device)).sample
+        if self.pixel_unshuffle != 1:
+            output = torch.nn.functional.pixel_shuffle(output, self.pixel_unshuffle)
+        return self.schedule.predict_x0(output[0].to(torch.float32), x_t, t)

@@ -1,0 +1,189 @@
+"""Train the built-in pixel diffusion model on random crops of a folder of photos (CPU, resumable).
+
+DDPM training (Ho et al. 2020, Algorithm 1): sample x0 (a random crop), t ~ U{0..N-1} and
+eps ~ N(0, I), regress ``eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)`` onto eps (MSE).
+The network is a diffusers UNet2DModel that sees 4x4 pixel-unshuffled images (48 channels at a
+quarter of the resolution), which makes a model call on a 768x512 image take a fraction of a second
+on two CPU cores while the diffusion itself stays in pixel space.
+
+Reproducible and resumable: batch b is drawn from a generator seeded with (seed, b), and the
+checkpoint holds the weights, their EMA, the optimiser state and the step, so stopping and resuming
+gives the same weights as one long run.
+
+    python -m pillow_diffcodec.models.train_builtin --data ../shared/data/train --minutes 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+HERE = Path(__file__).parent
+OUTPUT = HERE / "builtin"
+STATE = HERE / "training_state" / "state.pt"
+UNET_CONFIG = dict(
+    sample_size=16,
+    in_channels=48,
+    out_channels=48,
+    block_out_channels=(48, 96, 96),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=16,
+)
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+                        prediction_type="epsilon", clip_sample=True)
+PIXEL_UNSHUFFLE = 4
+CROP = 64
+BATCH = 32
+LEARNING_RATE = 2e-4
+WARMUP_STEPS = 200
+EMA_DECAY = 0.999
+
+
+def load_photos(folder: Path) -> list[torch.Tensor]:
+    """Every PNG/JPEG in ``folder`` as float tensors (3, H, W) in [-1, 1]."""
+    photos = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+            photos.append(torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0)
+    if not photos:
+        raise SystemExit(f"No training photos in {folder}")
+    return photos
+
+
+def batch(photos: list[torch.Tensor], seed: int, step: int) -> torch.Tensor:
+    """Batch ``step``: random CROPxCROP crops with random horizontal flips, a pure function of (seed, step)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    crops = []
+    for _ in range(BATCH):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=gen))]
+        top = int(torch.randint(photo.shape[1] - CROP + 1, (1,), generator=gen))
+        left = int(torch.randint(photo.shape[2] - CROP + 1, (1,), generator=gen))
+        crop = photo[:, top : top + CROP, left : left + CROP]
+        crops.append(crop.flip(-1) if bool(torch.randint(2, (1,), generator=gen)) else crop)
+    return torch.stack(crops)
+
+
+def plot_loss(losses: list[float], path: Path) -> None:
+    """A small loss-curve PNG (moving average of 100 steps), drawn with Pillow."""
+    width, height, margin = 640, 320, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    values = np.convolve(losses, np.ones(100) / 100, mode="valid") if len(losses) >= 100 else np.asarray(losses)
+    if len(values) > 1:
+        low, high = float(values.min()), float(values.max())
+        points = [
+            (margin + i * (width - 2 * margin) / (len(values) - 1),
+             height - margin - (v - low) / max(high - low, 1e-9) * (height - 2 * margin))
+            for i, v in enumerate(values)
+        ]
+        draw.line(points, fill="navy", width=2)
+        draw.text((margin, 10), f"training loss (MSE, 100-step mean): {high:.4f} -> {values[-1]:.4f}", fill="black")
+        draw.text((margin, height - 25), f"steps 0 .. {len(losses)}", fill="black")
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
+    image.save(path)
+
+
+def export(ema: torch.nn.Module, losses: list[float], step: int, seed: int) -> None:
+    """Write the shipped model folder (diffusers layout + diffcodec.json + model card + loss curve)."""
+    from diffusers import DDPMScheduler
+
+    ema.save_pretrained(OUTPUT / "unet", safe_serialization=True)
+    DDPMScheduler(**SCHEDULER_CONFIG).save_pretrained(OUTPUT / "scheduler")
+    (OUTPUT / "model_index.json").write_text(json.dumps(
+        {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]},
+        indent=2) + "\n")
+    (OUTPUT / "diffcodec.json").write_text(json.dumps({"pixel_unshuffle": PIXEL_UNSHUFFLE}, indent=2) + "\n")
+    plot_loss(losses, OUTPUT / "loss.png")
+    recent = float(np.mean(losses[-500:])) if losses else float("nan")
+    (OUTPUT / "MODEL_CARD.md").write_text(f"""# builtin: the pillow-diffcodec default model
+
+A small pixel-space DDPM (epsilon prediction, linear betas 1e-4..0.02, 1000 timesteps) whose
+diffusers UNet2DModel sees 4x4 pixel-unshuffled images: 48 channels, block widths
+{UNET_CONFIG['block_out_channels']}, one ResNet layer per block, no attention; fully convolutional,
+so it runs at any image size (sides padded to a multiple of 16). {sum(p.numel() for p in ema.parameters())}
+parameters, stored as float32 safetensors.
+
+- Data: random {CROP}x{CROP} crops (with horizontal flips) of the 40 photographs in the project's
+  shared training set (Wikimedia Commons photos, attribution in their SOURCE.md). Never Kodak.
+- Training: `python -m pillow_diffcodec.models.train_builtin`, seed {seed}, batch {BATCH}, AdamW
+  lr {LEARNING_RATE} with {WARMUP_STEPS} warm-up steps, EMA {EMA_DECAY} (the EMA weights are shipped), on 2 CPU cores.
+- Steps so far: {step}; mean loss over the last 500 steps: {recent:.4f}. Loss curve: loss.png.
+- Resumable: the script continues from `pillow_diffcodec/models/training_state/state.pt`.
+""")
+
+
+def train(data: Path, minutes: float, seed: int, max_steps: int | None) -> None:
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    photos = load_photos(data)
+    model = UNet2DModel(**UNET_CONFIG)
+    ema = UNet2DModel(**UNET_CONFIG)
+    ema.load_state_dict(model.state_dict())
+    optimiser = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+    step, losses = 0, []
+    if STATE.exists():
+        state = torch.load(STATE, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, losses = state["step"], state["losses"]
+        print(f"resuming at step {step}")
+    betas = torch.linspace(SCHEDULER_CONFIG["beta_start"], SCHEDULER_CONFIG["beta_end"], 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0).float()
+    unshuffle, end = torch.nn.PixelUnshuffle(PIXEL_UNSHUFFLE), time.monotonic() + 60 * minutes
+    model.train()
+    while time.monotonic() < end and (max_steps is None or step < max_steps):
+        x0 = batch(photos, seed, step)
+        gen = torch.Generator().manual_seed(seed * 7_000_003 + step)
+        t = torch.randint(0, 1000, (BATCH,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        loss = (model(unshuffle(x_t), t).sample - unshuffle(eps)).square().mean()
+        for group in optimiser.param_groups:
+            group["lr"] = LEARNING_RATE * min(1.0, (step + 1) / WARMUP_STEPS)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.lerp_(p, 1 - EMA_DECAY)
+        losses.append(float(loss))
+        step += 1
+        if step % 200 == 0:
+            print(f"step {step} loss {np.mean(losses[-200:]):.4f}", flush=True)
+            STATE.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                        "step": step, "losses": losses}, STATE)
+            export(ema, losses, step, seed)
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                "step": step, "losses": losses}, STATE)
+    export(ema, losses, step, seed)
+    print(f"stopped at step {step}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    parser.add_argument("--minutes", type=float, default=40.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    train(args.data, args.minutes, args.seed, args.max_steps)
+
+
+if __name__ == "__main__":
+    main()
