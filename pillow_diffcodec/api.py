@@ -80,11 +80,15 @@ def _to_image(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
 
 
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= container.MAX_SEED:
+        raise InvalidParameterError(f"Expected seed in [0, {container.MAX_SEED}], got {seed!r}")
+
+
 def _header(
     params: DDCMParams, model: DiffusionModel, prepared: imagemodes.PreparedImage, seed: int
 ) -> container.Header:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= container.MAX_SEED:
-        raise InvalidParameterError(f"Expected seed in [0, {container.MAX_SEED}], got {seed!r}")
+    _check_seed(seed)
     return container.Header(
         codec_id=codec_by_name("DDCM").codec_id,
         mode=prepared.mode,
@@ -99,7 +103,8 @@ def _header(
 
 
 def _size(params: DDCMParams, model: DiffusionModel, prepared: imagemodes.PreparedImage, seed: int) -> int:
-    return container.header_size(_header(params, model, prepared, seed)) + ddcm.payload_bytes(params, model)
+    width, height = prepared.coded.size
+    return container.header_size(_header(params, model, prepared, seed)) + ddcm.payload_bytes(params, model, width, height)
 
 
 def file_size(params: DDCMParams, model: DiffusionModel, width: int, height: int, mode: str = "RGB", seed: int = 0) -> int:
@@ -189,6 +194,7 @@ def encode_images(
     if not images:
         return []
     codec_by_name(codec)
+    _check_seed(seed)
     loaded = _resolve(model, device, dtype)
     first = images[0]
     if any(im.size != first.size or im.mode != first.mode for im in images):

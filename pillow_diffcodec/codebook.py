@@ -1,4 +1,4 @@
-"""Portable DDCM codebooks: every codeword is a pure function of (seed, step, index, element).
+"""Portable DDCM codebooks: every codeword is a pure function of (seed, step, tile, index, element).
 
 DDCM (Ohayon, Manor, Michaeli, Elad, ICML 2025, eq. 5-6) replaces the Gaussian noise of each
 reverse-diffusion step by an entry of a fixed codebook ``C_i`` of K i.i.d. N(0, I) vectors. The
@@ -10,7 +10,8 @@ int32 lanes, which CPU vector units, CUDA and ``torch.compile`` all execute with
 wrap-around, so every backend computes the same integers; a pure-Python reference in the tests
 pins them. Any single codeword can be made without the others.
 
-The encoder scans a codebook in chunks of codewords (:func:`codebook_scores`), so its extra memory
+Each tile of a tiled sample has its own codebook per step (the whole image is tile 0 when untiled).
+The encoder scans codebooks in chunks of codewords (:func:`codebook_scores`), so its extra memory
 is bounded by ``chunk_elements`` and does not grow with K; the decoder makes only the codewords it
 needs (:func:`codewords`).
 """
@@ -26,8 +27,9 @@ import torch
 MASK32 = 0xFFFFFFFF
 SEED_SALT = 0x9E3779B9
 COUNTER_SALT = 0x85EBCA6B
+TILE_SALT = 0xC2B2AE35
 TWO_PI_OVER_2_32 = 2.0 * math.pi / 2.0**32
-DEFAULT_CHUNK_ELEMENTS = 1 << 18
+DEFAULT_CHUNK_ELEMENTS = 1 << 19
 
 
 def mix32_int(x: int) -> int:
@@ -60,14 +62,14 @@ def mix32_(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def step_key(seed: int, step: int) -> int:
-    """Key of codebook ``C_step``: ``mix32(mix32(seed ^ SEED_SALT) ^ step)``."""
-    return mix32_int(mix32_int(seed ^ SEED_SALT) ^ step)
+def codebook_key(seed: int, step: int, tile: int) -> int:
+    """Key of codebook ``C_step`` of a tile: ``mix32(mix32(mix32(seed ^ SEED_SALT) ^ step) ^ mix32(tile ^ TILE_SALT))``."""
+    return mix32_int(mix32_int(mix32_int(seed ^ SEED_SALT) ^ step) ^ mix32_int(tile ^ TILE_SALT))
 
 
-def codeword_keys(seed: int, step: int, indices: torch.Tensor) -> torch.Tensor:
-    """Keys of codewords ``C_step(k)``, ``mix32(step_key ^ k)``, as int32 bit patterns."""
-    return mix32_(indices.to(torch.int32) ^ to_int32(step_key(seed, step)))
+def codeword_keys(books: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Keys ``mix32(book ^ k)`` of codewords, as int32 bit patterns (``books`` broadcasts against ``indices``)."""
+    return mix32_(books.to(torch.int32) ^ indices.to(torch.int32))
 
 
 @lru_cache(maxsize=8)
@@ -109,13 +111,14 @@ def use_torch_compile(enabled: bool = True) -> None:
 
 
 def codewords(
-    seed: int, step: int, indices: Sequence[int], numel: int, device: torch.device | str = "cpu"
+    seed: int, step: int, tiles: Sequence[int], indices: Sequence[int], numel: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Codewords ``C_step(k)`` for k in ``indices`` as a float32 tensor of shape (len(indices), numel)."""
+    """Codewords ``C_step,tile(k)`` for aligned (tile, k) pairs, as float32 of shape (len(indices), numel)."""
     device = torch.device(device)
-    keys = codeword_keys(seed, step, torch.as_tensor(list(indices), dtype=torch.int32, device=device))
-    if keys.numel() == 0:
+    if len(indices) == 0:
         return torch.empty(0, numel, dtype=torch.float32, device=device)
+    books = torch.tensor([to_int32(codebook_key(seed, step, t)) for t in tiles], dtype=torch.int32, device=device)
+    keys = codeword_keys(books, torch.as_tensor(list(indices), dtype=torch.int32, device=device))
     return _block_fn(keys, _hashed_counters((numel + 1) // 2, device))[:, :numel]
 
 
@@ -126,22 +129,38 @@ def codebook_scores(
     residuals: torch.Tensor,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> torch.Tensor:
-    """Inner products ``<C_step(k), r_n>`` for all k < size and every row r_n of ``residuals`` (N, D).
+    """Inner products ``<C_step,tile(k), r_n,tile>`` for k < size, every image n and tile of ``residuals`` (N, T, D).
 
-    Returns float32 scores of shape (N, size). The codebook is generated in chunks of about
-    ``chunk_elements`` values and shared by all N residuals, so a batch pays for it once.
-    Each residual's scores are computed on their own, so they do not depend on the batch.
+    Returns float32 scores of shape (N, T, size). Codewords are generated in blocks of about
+    ``chunk_elements`` values (several small codebooks per block, or a large one in parts) and shared
+    by all N images, so a batch pays for them once. Each image's scores are computed on their own,
+    so they do not depend on the batch.
     """
-    numel = residuals.shape[1]
+    images, tiles, numel = residuals.shape
     device = residuals.device
-    per_chunk = max(1, chunk_elements // max(numel, 1))
+    per_block = max(1, chunk_elements // max(numel, 1))
     hashed = _hashed_counters((numel + 1) // 2, device)
     residuals = residuals.to(torch.float32)
-    scores = torch.empty(residuals.shape[0], size, dtype=torch.float32, device=device)
-    for start in range(0, size, per_chunk):
-        stop = min(size, start + per_chunk)
-        keys = codeword_keys(seed, step, torch.arange(start, stop, dtype=torch.int32, device=device))
-        block = _block_fn(keys, hashed)[:, :numel]
-        for n in range(residuals.shape[0]):  # one product per image: the same numbers as encoding it alone
-            scores[n, start:stop] = block @ residuals[n]
+    scores = torch.empty(images, tiles, size, dtype=torch.float32, device=device)
+    if size >= per_block:  # one codebook in several blocks
+        for tile in range(tiles):
+            book = torch.tensor(to_int32(codebook_key(seed, step, tile)), dtype=torch.int32, device=device)
+            for start in range(0, size, per_block):
+                stop = min(size, start + per_block)
+                indices = torch.arange(start, stop, dtype=torch.int32, device=device)
+                block = _block_fn(codeword_keys(book, indices), hashed)[:, :numel]
+                for n in range(images):
+                    scores[n, tile, start:stop] = block @ residuals[n, tile]
+        return scores
+    tiles_per_block = per_block // size
+    indices = torch.arange(size, dtype=torch.int32, device=device)
+    for first in range(0, tiles, tiles_per_block):
+        last = min(tiles, first + tiles_per_block)
+        books = torch.tensor(
+            [to_int32(codebook_key(seed, step, t)) for t in range(first, last)], dtype=torch.int32, device=device
+        )
+        keys = codeword_keys(books[:, None], indices[None, :]).reshape(-1)
+        block = _block_fn(keys, hashed)[:, :numel].view(last - first, size, numel)
+        for n in range(images):
+            scores[n, first:last] = torch.bmm(block, residuals[n, first:last, :, None])[..., 0]
     return scores

@@ -22,6 +22,8 @@ CONFIGS = [
     dict(steps=6, codebook_size=100, atoms=5, selection="topm"),
     dict(steps=6, codebook_size=50, atoms=1, selection="topm"),
     dict(steps=12, codebook_size=16, atoms=2, window=(800, 300)),
+    dict(steps=5, codebook_size=32, atoms=3, coef_levels=2, tile=16),
+    dict(steps=5, codebook_size=40, atoms=2, selection="topm", tile=24),
 ]
 
 
@@ -45,6 +47,7 @@ def test_size_equals_estimate_for_many_configurations(model, photo) -> None:
     for _ in range(12):
         k = int(rng.integers(2, 3000))
         params = dict(
+            tile=int(rng.choice([0, 4, 8, 16])),
             steps=int(rng.integers(2, 6)),
             codebook_size=k,
             atoms=int(rng.integers(1, min(k, 9))),
@@ -78,18 +81,37 @@ def test_more_bits_reconstruct_better(photo, selection: str, levels: int) -> Non
     assert psnr(photo, generated.reconstruction) < quality[0]
 
 
-def test_selection_recovers_planted_indices(model) -> None:
-    """Eq. 7: when the residual is a codeword, the search returns that codeword (and its sign)."""
-    numel = 3 * 16 * 16
-    planted = codebook.codewords(0, 3, [77], numel)
+def test_selection_recovers_planted_indices() -> None:
+    """Eq. 7: when the residual is a codeword, the search returns that codeword (and its sign), per tile."""
+    planted = codebook.codewords(0, 3, [0, 1, 2, 3], [77, 5, 200, 31], 3 * 8 * 8)
+    grid = ddcm.TileGrid.for_sample((3, 16, 16), 8)
+    target = grid.join(planted)[None]
     x0hat = torch.zeros(1, 3, 16, 16)
-    for selection, expected in [("mp", (77,)), ("topm", (77,))]:
-        params = ddcm.DDCMParams(steps=5, codebook_size=256, selection=selection)
-        choice = ddcm.search_selector(params, planted.view(1, 3, 16, 16), seed=0)(3, 256, x0hat, x0hat)[0]
-        assert choice.indices == expected
-        assert choice.signs in ((), (0,))
-    flipped = ddcm.search_selector(ddcm.DDCMParams(selection="topm"), -planted.view(1, 3, 16, 16), 0)
-    assert flipped(3, 256, x0hat, x0hat)[0].signs == (1,)
+    for selection in ("mp", "topm"):
+        params = ddcm.DDCMParams(steps=5, codebook_size=256, selection=selection, tile=8)
+        choices = ddcm.search_selector(params, target, seed=0)(3, 256, x0hat)[0]
+        assert [c.indices for c in choices] == [(77,), (5,), (200,), (31,)]
+        assert all(c.signs in ((), (0,)) for c in choices)
+    topm = ddcm.DDCMParams(selection="topm", tile=8)
+    assert {c.signs for c in ddcm.search_selector(topm, -target, 0)(3, 256, x0hat)[0]} == {(1,)}
+
+
+def test_tile_grid_split_and_join_are_inverse() -> None:
+    x = torch.randn(2, 3, 21, 30)
+    for tile in (0, 8, 16, 64):
+        grid = ddcm.TileGrid.for_sample((3, 21, 30), tile)
+        tiles = grid.split(x)
+        assert tiles.shape == (2, grid.count, grid.numel)
+        assert torch.equal(grid.join(tiles[1]), x[1])
+
+
+def test_tiles_multiply_the_rate_at_the_same_scan_cost(model, photo) -> None:
+    whole = pdc.encode_images([photo], model=model, steps=4, codebook_size=64)[0]
+    tiled = pdc.encode_images([photo], model=model, steps=4, codebook_size=64, tile=16)[0]
+    assert pdc.decode(tiled.data, model=model).tobytes() == tiled.reconstruction.tobytes()
+    payload = len(tiled.data) - len(whole.data)
+    assert payload > 0 and pdc.info(tiled.data)["params"]["tile"] == 16
+    assert abs(8 * pdc.info(tiled.data)["payload_bytes"] - 3 * 12 * 6) <= 64  # 3 coded steps x 12 tiles x 6 bits
 
 
 @pytest.mark.parametrize("selection", ["mp", "topm"])

@@ -18,6 +18,7 @@ SEEDS = {
     "mp": dict(steps=4, codebook_size=64, atoms=3, coef_levels=3),
     "topm": dict(steps=4, codebook_size=300, atoms=4, selection="topm"),
     "window": dict(steps=6, codebook_size=16, window=(700, 200)),
+    "tiled": dict(steps=4, codebook_size=20, atoms=2, selection="topm", tile=8),
 }
 
 

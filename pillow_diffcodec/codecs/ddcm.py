@@ -17,6 +17,12 @@ replays the sampler with them. Two multi-atom selections give higher rates:
 Codebook step ids: 0 is the initial noise ``x_T = C_0(0)`` (a size-1 codebook), and the noise added
 after the n-th model call (n = 1..T-1) uses codebook step n. Steps whose timestep lies outside
 ``window`` use K = 1 (no bits, App. B.4).
+
+With ``tile`` > 0 the sample is cut into tiles that each choose from their own codebooks, so the
+noise of a step is the concatenation of one choice per tile. Because the inner product with the
+residual splits over tiles, choosing per tile is the same search over a product codebook of size
+``K ** tiles``; a step then costs one scan of K codewords over the whole image but carries
+``tiles`` times as many bits, which is what makes large images practical on a CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +43,7 @@ from .ddcm_format import (
     CODEC_ID,
     FORMAT_NAME,
     TRIVIAL_CHOICE,
+    Choices,
     DDCMParams,
     StepChoice,
     all_symbol_sizes,
@@ -48,17 +56,70 @@ __all__ = ["CODEC_ID", "FORMAT_NAME", "DDCMParams", "decode_payload", "encode_ba
 MP_CANDIDATES_PER_ATOM = 4
 
 
-def step_noise(params: DDCMParams, seed: int, step: int, choice: StepChoice, numel: int, device: torch.device) -> torch.Tensor:
-    """The noise ``z`` of one step (float32, numel) built from its choice; shared by encoder and decoder."""
-    atoms = codewords(seed, step, choice.indices, numel, device)
-    if choice.signs:
-        weights = [1.0 - 2.0 * s for s in choice.signs]
+@dataclass(frozen=True)
+class TileGrid:
+    """How a sample (C, H, W) is cut into ``rows x cols`` tiles of ``height x width`` (zero-padded at the edges)."""
+
+    channels: int
+    height: int
+    width: int
+    tile_height: int
+    tile_width: int
+
+    @classmethod
+    def for_sample(cls, shape: Sequence[int], tile: int) -> TileGrid:
+        channels, height, width = shape
+        return cls(channels, height, width, tile or height, tile or width)
+
+    @property
+    def rows(self) -> int:
+        return -(-self.height // self.tile_height)
+
+    @property
+    def cols(self) -> int:
+        return -(-self.width // self.tile_width)
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def numel(self) -> int:
+        """Elements of one codeword: a whole tile in (C, tile_height, tile_width) order."""
+        return self.channels * self.tile_height * self.tile_width
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, tiles, numel), zero-padding partial tiles."""
+        pad_h, pad_w = self.rows * self.tile_height - self.height, self.cols * self.tile_width - self.width
+        x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h))
+        x = x.view(x.shape[0], self.channels, self.rows, self.tile_height, self.cols, self.tile_width)
+        return x.permute(0, 2, 4, 1, 3, 5).reshape(x.shape[0], self.count, self.numel)
+
+    def join(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(tiles, numel) -> (C, H, W), dropping what lies outside the sample."""
+        x = tiles.view(self.rows, self.cols, self.channels, self.tile_height, self.tile_width)
+        x = x.permute(2, 0, 3, 1, 4).reshape(self.channels, self.rows * self.tile_height, self.cols * self.tile_width)
+        return x[:, : self.height, : self.width]
+
+
+def step_noise(params: DDCMParams, seed: int, step: int, choices: Choices, grid: TileGrid, device: torch.device) -> torch.Tensor:
+    """The noise ``z`` (C, H, W) of one step built from its per-tile choices; shared by encoder and decoder.
+
+    One atom: ``z = w C(k)``. Several: ``y = sum_m w_m C(k_m)`` renormalised to unit RMS per tile
+    (App. B.5), with ``w = 1, (l + 1) / C, ...`` for mp and ``w = +-1`` for topm.
+    """
+    atoms = len(choices[0].indices)
+    tiles = [t for t in range(len(choices)) for _ in range(atoms)]
+    indices = [k for choice in choices for k in choice.indices]
+    vectors = codewords(seed, step, tiles, indices, grid.numel, device).view(len(choices), atoms, grid.numel)
+    if choices[0].signs:
+        weights = [[1.0 - 2.0 * s for s in choice.signs] for choice in choices]
     else:
-        weights = [1.0] + [(level + 1) / params.coef_levels for level in choice.levels]
-    if len(weights) == 1:
-        return atoms[0] * weights[0]
-    z = (torch.tensor(weights, dtype=torch.float32, device=device)[:, None] * atoms).sum(dim=0)
-    return z * torch.rsqrt(z.square().mean())  # renormalise by the empirical RMS (App. B.5)
+        weights = [[1.0] + [(level + 1) / params.coef_levels for level in choice.levels] for choice in choices]
+    z = (torch.tensor(weights, dtype=torch.float32, device=device)[:, :, None] * vectors).sum(dim=1)
+    if atoms > 1:
+        z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True))
+    return grid.join(z)
 
 
 def _select_topm(scores: torch.Tensor, atoms: int) -> StepChoice:
@@ -69,14 +130,14 @@ def _select_topm(scores: torch.Tensor, atoms: int) -> StepChoice:
 
 
 def _select_mp(
-    params: DDCMParams, scores: torch.Tensor, residual: torch.Tensor, seed: int, step: int
+    params: DDCMParams, scores: torch.Tensor, residual: torch.Tensor, seed: int, step: int, tile: int
 ) -> StepChoice:
     """Greedy matching pursuit maximising cos(z, r) with quantised coefficients (DDCM App. B.5)."""
     if params.atoms == 1:
         return StepChoice(indices=(int(torch.argmax(scores)),))
     count = min(scores.shape[0], MP_CANDIDATES_PER_ATOM * params.atoms)
     candidates = torch.topk(scores, count).indices.tolist()
-    atoms = codewords(seed, step, candidates, residual.shape[0], residual.device).to(torch.float64)
+    atoms = codewords(seed, step, [tile] * count, candidates, residual.shape[0], residual.device).to(torch.float64)
     r = residual.to(torch.float64)
     cand_r = atoms @ r
     cand_norm2 = atoms.square().sum(dim=1)
@@ -99,7 +160,7 @@ def _select_mp(
     return StepChoice(indices=tuple(candidates[c] for c in used), levels=tuple(chosen_levels))
 
 
-Selector = Callable[[int, int, torch.Tensor, torch.Tensor], list[StepChoice]]
+Selector = Callable[[int, int, torch.Tensor], list[Choices]]
 
 
 def run_sampler(
@@ -107,68 +168,71 @@ def run_sampler(
     params: DDCMParams,
     seed: int,
     batch: int,
-    sample_shape: tuple[int, ...],
+    sample_shape: tuple[int, int, int],
     select: Selector,
-) -> tuple[torch.Tensor, list[list[StepChoice]]]:
+) -> tuple[torch.Tensor, list[list[Choices]]]:
     """Run the respaced DDPM chain with codebook noise for ``batch`` samples.
 
-    ``select(step, size, x0hat, x_t)`` returns the StepChoice of every sample for codebook step
+    ``select(step, size, x0hat)`` returns every sample's per-tile choices for codebook step
     ``step`` of size ``size``. The model is called one sample at a time so that a decoder working
     on one file reproduces the encoder's numbers bit for bit. Returns the final samples
-    (batch, *sample_shape) and the choices per step.
+    (batch, C, H, W) and the choices per step and sample.
     """
     schedule = model.schedule
     timesteps = schedule.timesteps(params.steps)
     step_sizes = params.step_sizes(timesteps)
-    numel = int(np.prod(sample_shape))
     device = model.device
-    x = codewords(seed, 0, [0], numel, device)[0].view(sample_shape).repeat(batch, *([1] * len(sample_shape)))
-    history: list[list[StepChoice]] = []
+    whole = TileGrid.for_sample(sample_shape, 0)
+    x = step_noise(params, seed, 0, [TRIVIAL_CHOICE], whole, device).repeat(batch, 1, 1, 1)
+    grid = TileGrid.for_sample(sample_shape, params.tile)
+    history: list[list[Choices]] = []
     for n, t in enumerate(timesteps):
         x0hat = torch.stack([model.predict_x0(x[b], t) for b in range(batch)])
         if n == len(timesteps) - 1:
             return x0hat, history
         c0, ct, sigma = schedule.posterior(t, timesteps[n + 1])
-        choices = select(n + 1, step_sizes[n], x0hat, x)
+        choices = select(n + 1, step_sizes[n], x0hat)
         history.append(choices)
-        for b, choice in enumerate(choices):
-            z = step_noise(params, seed, n + 1, choice, numel, device).view(sample_shape)
-            x[b] = c0 * x0hat[b] + ct * x[b] + sigma * z
+        for b, tile_choices in enumerate(choices):
+            x[b] = c0 * x0hat[b] + ct * x[b] + sigma * step_noise(params, seed, n + 1, tile_choices, grid, device)
     raise AssertionError("unreachable: timesteps is never empty")
 
 
 def search_selector(params: DDCMParams, targets: torch.Tensor, seed: int) -> Selector:
-    """The encoder's selector: choose codewords that point from ``x0hat`` towards the targets (eq. 7)."""
+    """The encoder's selector: per tile, the codewords that point from ``x0hat`` towards the target (eq. 7)."""
+    grid = TileGrid.for_sample(targets.shape[1:], params.tile)
 
-    def select(step: int, size: int, x0hat: torch.Tensor, x_t: torch.Tensor) -> list[StepChoice]:
+    def select(step: int, size: int, x0hat: torch.Tensor) -> list[Choices]:
         if size == 1:
-            return [TRIVIAL_CHOICE] * targets.shape[0]
-        residuals = (targets - x0hat).flatten(start_dim=1)
+            return [[TRIVIAL_CHOICE] * grid.count for _ in range(targets.shape[0])]
+        residuals = grid.split(targets - x0hat)
         scores = codebook_scores(seed, step, size, residuals)
         if params.selection == "topm":
-            return [_select_topm(scores[b], params.atoms) for b in range(targets.shape[0])]
-        return [_select_mp(params, scores[b], residuals[b], seed, step) for b in range(targets.shape[0])]
+            return [[_select_topm(scores[b, t], params.atoms) for t in range(grid.count)] for b in range(len(targets))]
+        return [
+            [_select_mp(params, scores[b, t], residuals[b, t], seed, step, t) for t in range(grid.count)]
+            for b in range(len(targets))
+        ]
 
     return select
 
 
-def random_selector(params: DDCMParams, batch: int, rng: np.random.Generator) -> Selector:
+def random_selector(params: DDCMParams, tiles: int, rng: np.random.Generator) -> Selector:
     """Compressed generation (Sec. 4): uniformly random choices, so a sample comes with its bitstream."""
 
-    def select(step: int, size: int, x0hat: torch.Tensor, x_t: torch.Tensor) -> list[StepChoice]:
+    def select(step: int, size: int, x0hat: torch.Tensor) -> list[Choices]:
         if size == 1:
-            return [TRIVIAL_CHOICE] * batch
-        choices = []
-        for _ in range(batch):
-            symbols = [int(rng.integers(0, s)) if s < 2**63 else _random_bigint(rng, s) for s in params.symbol_sizes(size)]
-            choices.append(symbols_to_choice(params, symbols, size))
-        return choices
+            return [[TRIVIAL_CHOICE] * tiles]
+        symbols = [[_random_below(rng, s) for s in params.symbol_sizes(size)] for _ in range(tiles)]
+        return [[symbols_to_choice(params, tile_symbols, size) for tile_symbols in symbols]]
 
     return select
 
 
-def _random_bigint(rng: np.random.Generator, below: int) -> int:
-    """Uniform integer in [0, below) for alphabets beyond 64 bits (rejection sampling)."""
+def _random_below(rng: np.random.Generator, below: int) -> int:
+    """Uniform integer in [0, below), also for alphabets beyond 64 bits (rejection sampling)."""
+    if below < 2**62:
+        return int(rng.integers(0, below))
     nbytes = (below.bit_length() + 7) // 8
     while True:
         value = int.from_bytes(rng.bytes(nbytes), "little") >> (8 * nbytes - below.bit_length())
@@ -176,11 +240,11 @@ def _random_bigint(rng: np.random.Generator, below: int) -> int:
             return value
 
 
-def replay_selector(history: list[list[StepChoice]]) -> Selector:
+def replay_selector(history: list[Choices]) -> Selector:
     """The decoder's selector: return the stored choices step by step."""
 
-    def select(step: int, size: int, x0hat: torch.Tensor, x_t: torch.Tensor) -> list[StepChoice]:
-        return history[step - 1]
+    def select(step: int, size: int, x0hat: torch.Tensor) -> list[Choices]:
+        return [history[step - 1]]
 
     return select
 
@@ -193,13 +257,14 @@ def _check_against_model(params: DDCMParams, model: DiffusionModel) -> list[int]
     return params.step_sizes(model.schedule.timesteps(params.steps))
 
 
-def payload_bytes(params: DDCMParams, model: DiffusionModel) -> int:
-    """Exact payload length for these parameters on this model (independent of the image).
+def payload_bytes(params: DDCMParams, model: DiffusionModel, width: int, height: int) -> int:
+    """Exact payload length for these parameters, model and image size (independent of the pixels).
 
     Computed per distinct codebook size, so a hostile header cannot make it build long lists.
     """
+    tiles = TileGrid.for_sample(model.sample_shape(width, height), params.tile).count
     counts = Counter(_check_against_model(params, model))
-    return entropy.payload_size_grouped((params.symbol_sizes(size), n) for size, n in counts.items())
+    return entropy.payload_size_grouped((params.symbol_sizes(size), n * tiles) for size, n in counts.items())
 
 
 def encode_batch(
@@ -207,7 +272,7 @@ def encode_batch(
 ) -> list[tuple[bytes, torch.Tensor]]:
     """Encode same-size uint8 images (C, H, W); returns (payload, reconstruction) per image.
 
-    The codebook of every step is scanned once for the whole batch. The reconstruction is the
+    The codebooks of every step are scanned once for the whole batch. The reconstruction is the
     uint8 image the decoder will produce from the payload.
     """
     step_sizes = _check_against_model(params, model)
@@ -233,12 +298,13 @@ def decode_payload(
         step_sizes = _check_against_model(params, model)
     except InvalidParameterError as exc:
         raise CorruptFileError(f"DDCM parameters do not fit model {model.name!r}: {exc}") from None
-    expected = payload_bytes(params, model)
+    expected = payload_bytes(params, model, width, height)
     if len(payload) != expected:
         raise CorruptFileError(f"Payload has {len(payload)} bytes; the file's DDCM parameters require {expected}")
-    sizes = all_symbol_sizes(params, step_sizes)
-    history = history_from_symbols(params, step_sizes, entropy.decode_uniform(payload, sizes))
     shape = model.sample_shape(width, height)
+    tiles = TileGrid.for_sample(shape, params.tile).count
+    sizes = all_symbol_sizes(params, step_sizes, tiles)
+    history = history_from_symbols(params, step_sizes, tiles, entropy.decode_uniform(payload, sizes))
     final, _ = run_sampler(model, params, seed, 1, shape, replay_selector(history))
     return model.to_pixels(final[0], width, height)
 
@@ -249,6 +315,7 @@ def generate(
     """Compressed generation: a random sample and the payload that reproduces it."""
     step_sizes = _check_against_model(params, model)
     shape = model.sample_shape(width, height)
-    final, history = run_sampler(model, params, seed, 1, shape, random_selector(params, 1, rng))
+    tiles = TileGrid.for_sample(shape, params.tile).count
+    final, history = run_sampler(model, params, seed, 1, shape, random_selector(params, tiles, rng))
     values, sizes = payload_symbols(params, step_sizes, [step[0] for step in history])
     return entropy.encode_uniform(values, sizes), model.to_pixels(final[0], width, height)

@@ -22,6 +22,7 @@ MAX_STEPS = 4096
 MAX_CODEBOOK_SIZE = 1 << 20
 MAX_ATOMS = 1024
 MAX_COEF_LEVELS = 256
+MAX_TILE = 4096
 PARAM_FLAG_WINDOW = 0x01
 
 
@@ -32,10 +33,15 @@ def _check_range(name: str, value: Any, low: int, high: int) -> None:
 
 @dataclass(frozen=True)
 class DDCMParams:
-    """DDCM configuration: ``steps`` T, ``codebook_size`` K, ``atoms`` M, ``coef_levels`` C, ``selection``, ``window``.
+    """DDCM configuration: ``steps`` T, ``codebook_size`` K, ``atoms`` M, ``coef_levels`` C, ``selection``,
+    ``window`` and ``tile``.
 
     ``window`` is ``(high, low)`` in the model's training timesteps (inclusive): steps at other
     timesteps use K = 1 and cost nothing. None means every step is coded.
+
+    ``tile`` splits the sample into ``tile`` x ``tile`` squares, each with its own codebooks, so
+    one step carries ``tiles x log2 K`` bits at the cost of one K-codeword scan of the whole image
+    (0: the whole image is one tile, as in the paper).
     """
 
     steps: int = 50
@@ -44,12 +50,14 @@ class DDCMParams:
     coef_levels: int = 1
     selection: str = "mp"
     window: tuple[int, int] | None = None
+    tile: int = 0
 
     def __post_init__(self) -> None:
         _check_range("steps", self.steps, 1, MAX_STEPS)
         _check_range("codebook_size", self.codebook_size, 1, MAX_CODEBOOK_SIZE)
         _check_range("atoms", self.atoms, 1, min(MAX_ATOMS, self.codebook_size))
         _check_range("coef_levels", self.coef_levels, 1, MAX_COEF_LEVELS)
+        _check_range("tile", self.tile, 0, MAX_TILE)
         if self.selection not in SELECTIONS:
             raise InvalidParameterError(f"Expected selection in {sorted(SELECTIONS)}, got {self.selection!r}")
         if self.window is not None:
@@ -78,9 +86,10 @@ class DDCMParams:
         return cls(**data)
 
     def to_bytes(self) -> bytes:
-        """Header encoding: varints steps, K, M, C; u8 selection; u8 flags; [varint high, low]."""
+        """Header encoding: varints steps, K, M, C, tile; u8 selection; u8 flags; [varint high, low]."""
         flags = PARAM_FLAG_WINDOW if self.window is not None else 0
         out = _varint(self.steps) + _varint(self.codebook_size) + _varint(self.atoms) + _varint(self.coef_levels)
+        out += _varint(self.tile)
         out += bytes([SELECTIONS[self.selection], flags])
         if self.window is not None:
             out += _varint(self.window[0]) + _varint(self.window[1])
@@ -94,6 +103,7 @@ class DDCMParams:
             size = reader.varint("codebook_size", MAX_CODEBOOK_SIZE)
             atoms = reader.varint("atoms", MAX_ATOMS)
             levels = reader.varint("coef_levels", MAX_COEF_LEVELS)
+            tile = reader.varint("tile", MAX_TILE)
             selection_code = reader.u8("selection")
             flags = reader.u8("parameter flags")
             window = None
@@ -104,7 +114,7 @@ class DDCMParams:
             selections = {code: name for name, code in SELECTIONS.items()}
             if selection_code not in selections:
                 raise CorruptFileError(f"Unknown DDCM selection code {selection_code}")
-            return cls(steps, size, atoms, levels, selections[selection_code], window)
+            return cls(steps, size, atoms, levels, selections[selection_code], window, tile)
         except InvalidParameterError as exc:
             raise CorruptFileError(f"Invalid DDCM parameters in file: {exc}") from None
 
@@ -117,7 +127,7 @@ class DDCMParams:
         return sizes
 
     def symbol_sizes(self, step_size: int) -> list[int]:
-        """Alphabet sizes of the symbols one step writes (empty for K = 1)."""
+        """Alphabet sizes of the symbols one tile writes at one step (empty for K = 1)."""
         if step_size == 1:
             return []
         if self.selection == "topm":
@@ -125,7 +135,7 @@ class DDCMParams:
         return [step_size - m for m in range(self.atoms)] + [self.coef_levels] * (self.atoms - 1)
 
     def bits_per_step(self) -> float:
-        """Information per coded step in bits (before the payload's rounding to words)."""
+        """Information per coded step and tile in bits (before the payload's rounding to words)."""
         return sum(math.log2(s) for s in self.symbol_sizes(self.codebook_size))
 
 
@@ -185,30 +195,40 @@ def symbols_to_choice(params: DDCMParams, symbols: Sequence[int], step_size: int
     return StepChoice(indices=tuple(indices), levels=tuple(symbols[m:]))
 
 
-def payload_symbols(params: DDCMParams, step_sizes: Sequence[int], history: Sequence[StepChoice]) -> tuple[list[int], list[int]]:
-    """(values, alphabet sizes) of a whole file's payload from one image's choices."""
+Choices = list[StepChoice]  # one StepChoice per tile, in row-major tile order
+
+
+def payload_symbols(
+    params: DDCMParams, step_sizes: Sequence[int], history: Sequence[Choices]
+) -> tuple[list[int], list[int]]:
+    """(values, alphabet sizes) of a whole file's payload from one image's choices (steps, then tiles)."""
     values: list[int] = []
     sizes: list[int] = []
-    for size, choice in zip(step_sizes, history):
-        values += choice_to_symbols(params, choice, size)
-        sizes += params.symbol_sizes(size)
+    for size, tiles in zip(step_sizes, history):
+        for choice in tiles:
+            values += choice_to_symbols(params, choice, size)
+            sizes += params.symbol_sizes(size)
     return values, sizes
 
 
-def all_symbol_sizes(params: DDCMParams, step_sizes: Sequence[int]) -> list[int]:
-    """Alphabet sizes of every symbol in the payload, known from the parameters alone."""
-    return [s for size in step_sizes for s in params.symbol_sizes(size)]
+def all_symbol_sizes(params: DDCMParams, step_sizes: Sequence[int], tiles: int) -> list[int]:
+    """Alphabet sizes of every symbol in the payload, known from the parameters and tile count alone."""
+    return [s for size in step_sizes for _ in range(tiles) for s in params.symbol_sizes(size)]
 
 
-def history_from_symbols(params: DDCMParams, step_sizes: Sequence[int], values: Sequence[int]) -> list[list[StepChoice]]:
+def history_from_symbols(
+    params: DDCMParams, step_sizes: Sequence[int], tiles: int, values: Sequence[int]
+) -> list[Choices]:
     """Rebuild one image's choices from its decoded payload symbols (validating them)."""
     history, position = [], 0
     for size in step_sizes:
         count = len(params.symbol_sizes(size))
-        try:
-            choice = symbols_to_choice(params, values[position : position + count], size)
-        except (ValueError, IndexError) as exc:
-            raise CorruptFileError(f"Invalid DDCM symbols at step {len(history) + 1}: {exc}") from None
-        position += count
-        history.append([choice])
+        step = []
+        for _ in range(tiles):
+            try:
+                step.append(symbols_to_choice(params, values[position : position + count], size))
+            except (ValueError, IndexError) as exc:
+                raise CorruptFileError(f"Invalid DDCM symbols at step {len(history) + 1}: {exc}") from None
+            position += count
+        history.append(step)
     return history
