@@ -202,3 +202,16 @@ def test_bad_parameters_raise_invalid_parameter_error(model, photo, options, mes
 def test_unsupported_modes_are_refused(model, photo) -> None:
     with pytest.raises(pdc.UnsupportedImageError, match="Mode 'I;16' is not supported"):
         pdc.encode(Image.new("I;16", (8, 8)), model=model)
+
+
+def test_low_bpp_codes_only_the_first_steps(model, photo) -> None:
+    """Below one atom per step, rate control keeps every sampler step but codes only the first ones."""
+    result = pdc.encode_images([photo], model=model, bpp=0.3, steps=8, codebook_size=64, tile=16)[0]
+    params = ddcm.DDCMParams.from_dict(pdc.info(result.data)["params"])
+    assert params.steps == 8 and params.window is not None and result.bpp <= 0.3
+    timesteps = model.schedule.timesteps(8)
+    coded = sum(size > 1 for size in params.step_sizes(timesteps))
+    assert 0 < coded < 7
+    one_more = ddcm.DDCMParams.from_dict({**params.to_dict(), "window": [999, timesteps[coded]]})
+    assert 8 * pdc.file_size(one_more, model, *photo.size) / (photo.width * photo.height) > 0.3
+    assert np.array_equal(np.asarray(pdc.decode(result.data, model=model)), np.asarray(result.reconstruction))

@@ -92,19 +92,19 @@ def plot_loss(losses: list[float], path: Path) -> None:
     image.save(path)
 
 
-def export(ema: torch.nn.Module, losses: list[float], step: int, seed: int) -> None:
+def export(ema: torch.nn.Module, losses: list[float], step: int, seed: int, output: Path = OUTPUT) -> None:
     """Write the shipped model folder (diffusers layout + diffcodec.json + model card + loss curve)."""
     from diffusers import DDPMScheduler
 
-    ema.save_pretrained(OUTPUT / "unet", safe_serialization=True)
-    DDPMScheduler(**SCHEDULER_CONFIG).save_pretrained(OUTPUT / "scheduler")
-    (OUTPUT / "model_index.json").write_text(json.dumps(
+    ema.save_pretrained(output / "unet", safe_serialization=True)
+    DDPMScheduler(**SCHEDULER_CONFIG).save_pretrained(output / "scheduler")
+    (output / "model_index.json").write_text(json.dumps(
         {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]},
         indent=2) + "\n")
-    (OUTPUT / "diffcodec.json").write_text(json.dumps({"pixel_unshuffle": PIXEL_UNSHUFFLE}, indent=2) + "\n")
-    plot_loss(losses, OUTPUT / "loss.png")
+    (output / "diffcodec.json").write_text(json.dumps({"pixel_unshuffle": PIXEL_UNSHUFFLE}, indent=2) + "\n")
+    plot_loss(losses, output / "loss.png")
     recent = float(np.mean(losses[-500:])) if losses else float("nan")
-    (OUTPUT / "MODEL_CARD.md").write_text(f"""# builtin: the pillow-diffcodec default model
+    (output / "MODEL_CARD.md").write_text(f"""# builtin: the pillow-diffcodec default model
 
 A small pixel-space DDPM (epsilon prediction, linear betas 1e-4..0.02, 1000 timesteps) whose
 diffusers UNet2DModel sees 4x4 pixel-unshuffled images: 48 channels, block widths
@@ -115,13 +115,24 @@ parameters, stored as float32 safetensors.
 - Data: random {CROP}x{CROP} crops (with horizontal flips) of the 40 photographs in the project's
   shared training set (Wikimedia Commons photos, attribution in their SOURCE.md). Never Kodak.
 - Training: `python -m pillow_diffcodec.models.train_builtin`, seed {seed}, batch {BATCH}, AdamW
-  lr {LEARNING_RATE} with {WARMUP_STEPS} warm-up steps, EMA {EMA_DECAY} (the EMA weights are shipped), on 2 CPU cores.
+  lr {LEARNING_RATE} with {WARMUP_STEPS} warm-up steps, EMA decay min({EMA_DECAY}, (1 + step) / (10 + step)) (the EMA weights are shipped), on 2 CPU cores.
 - Steps so far: {step}; mean loss over the last 500 steps: {recent:.4f}. Loss curve: loss.png.
+  (Steps 0-2600 of the first run used a constant EMA decay of 0.999; the warm-up came after.)
 - Resumable: the script continues from `pillow_diffcodec/models/training_state/state.pt`.
 """)
 
 
-def train(data: Path, minutes: float, seed: int, max_steps: int | None) -> None:
+def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                step: int, losses: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                "step": step, "losses": losses}, path)
+
+
+def train(
+    data: Path, minutes: float, seed: int, max_steps: int | None, output: Path = OUTPUT, state_path: Path = STATE,
+    checkpoint_every: int = 200,
+) -> None:
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
@@ -131,8 +142,8 @@ def train(data: Path, minutes: float, seed: int, max_steps: int | None) -> None:
     ema.load_state_dict(model.state_dict())
     optimiser = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
     step, losses = 0, []
-    if STATE.exists():
-        state = torch.load(STATE, weights_only=False)
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
@@ -155,21 +166,18 @@ def train(data: Path, minutes: float, seed: int, max_steps: int | None) -> None:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))  # EMA warm-up: early random weights fade fast
         with torch.no_grad():
             for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - EMA_DECAY)
-        losses.append(float(loss))
+                e.lerp_(p, 1 - decay)
+        losses.append(float(loss.detach()))
         step += 1
-        if step % 200 == 0:
-            print(f"step {step} loss {np.mean(losses[-200:]):.4f}", flush=True)
-            STATE.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                        "step": step, "losses": losses}, STATE)
-            export(ema, losses, step, seed)
-    STATE.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                "step": step, "losses": losses}, STATE)
-    export(ema, losses, step, seed)
+        if step % checkpoint_every == 0:
+            print(f"step {step} loss {np.mean(losses[-checkpoint_every:]):.4f}", flush=True)
+            _save_state(state_path, model, ema, optimiser, step, losses)
+            export(ema, losses, step, seed, output)
+    _save_state(state_path, model, ema, optimiser, step, losses)
+    export(ema, losses, step, seed, output)
     print(f"stopped at step {step}")
 
 
@@ -180,9 +188,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="model folder to write")
+    parser.add_argument("--state", type=Path, default=STATE, help="resumable training state")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train(args.data, args.minutes, args.seed, args.max_steps)
+    train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state)
 
 
 if __name__ == "__main__":
