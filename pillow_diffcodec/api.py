@@ -31,6 +31,7 @@ ModelRef = str | Path | DiffusionModel
 # well under a minute on two CPU cores); explicit parameters override any of these.
 QUALITY_BASE_PARAMS = DDCMParams(steps=20, codebook_size=64, selection="topm", tile=32)
 MIN_QUALITY_BPP = 0.01
+DEFAULT_QUALITY = 60  # used when neither a rate nor any codec parameter is given
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -171,7 +172,9 @@ def _codec_params(
     if bpp is not None and quality is not None:
         raise InvalidParameterError("Give bpp= or quality=, not both")
     if bpp is None and quality is None:
-        return DDCMParams.from_dict(options)
+        if options:
+            return DDCMParams.from_dict(options)
+        quality = DEFAULT_QUALITY
     base = DDCMParams.from_dict({**QUALITY_BASE_PARAMS.to_dict(), **options})
     target = bpp if bpp is not None else quality_to_bpp(quality)
     return params_for_bpp(target, model, base, prepared, seed)

@@ -66,7 +66,8 @@ class DiffCodecDecoder(ImageFile.PyDecoder):
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
         from .api import decode
 
-        assert self.fd is not None
+        if self.fd is None:
+            raise OSError("diffcodec decoder was given no file to read")
         self.fd.seek(0)
         image = decode(self.fd.read(MAX_FILE_BYTES + 1), **{k: v for k, v in _defaults.items() if k in OPEN_OPTIONS})
         self.set_as_raw(image.tobytes(), image.mode)

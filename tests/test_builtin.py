@@ -1,0 +1,59 @@
+"""The built-in model: shipped, offline, the default, and trained by a reproducible, resumable script."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+import pillow_diffcodec as pdc
+from pillow_diffcodec.models import BUILTIN_MODELS, load_model
+from pillow_diffcodec.models import train_builtin
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return 10 * math.log10(255**2 / mse)
+
+
+def test_builtin_is_shipped_small_and_loads_offline() -> None:
+    folder = BUILTIN_MODELS["builtin"]
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size <= 10 * 2**20
+    assert (folder / "MODEL_CARD.md").is_file() and (folder / "loss.png").is_file()
+    script = "import pillow_diffcodec.models as m; model = m.load_model(); print(model.name, model.size_multiple)"
+    env = {"HF_HUB_OFFLINE": "1", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["builtin", "16"]
+
+
+def test_builtin_is_the_default_and_round_trips_a_photo(photo) -> None:
+    result = pdc.encode_images([photo], quality=75, steps=12)[0]
+    meta = pdc.info(result.data)
+    assert meta["model"] == "builtin" and meta["fingerprint"] == load_model().fingerprint.hex()
+    decoded = pdc.decode(result.data)
+    assert np.array_equal(np.asarray(decoded), np.asarray(result.reconstruction))
+    generated = pdc.generate(*photo.size, steps=12, codebook_size=64, tile=32, rng_seed=0)
+    assert psnr(photo, decoded) > psnr(photo, generated.reconstruction) + 2
+
+
+def test_training_is_reproducible_and_resumable(tmp_path) -> None:
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        Image.effect_noise((96, 80), 30 + 10 * i).convert("RGB").save(data / f"p{i}.png")
+    torch.set_num_threads(2)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_builtin.train(data, 10.0, 0, 4, straight / "model", straight / "state.pt", checkpoint_every=100)
+    train_builtin.train(data, 10.0, 0, 2, resumed / "model", resumed / "state.pt", checkpoint_every=100)
+    train_builtin.train(data, 10.0, 0, 4, resumed / "model", resumed / "state.pt", checkpoint_every=100)
+    a = torch.load(straight / "state.pt", weights_only=False)
+    b = torch.load(resumed / "state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4 and a["losses"] == b["losses"]
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    model = pdc.load_model(str(straight / "model"))
+    assert model.pixel_unshuffle == 4 and (straight / "model" / "loss.png").is_file()
