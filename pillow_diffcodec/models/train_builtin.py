@@ -19,6 +19,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,24 +28,28 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).parent
 OUTPUT = HERE / "builtin"
 STATE = HERE / "training_state" / "state.pt"
-UNET_CONFIG = dict(
-    sample_size=16,
-    in_channels=48,
-    out_channels=48,
-    block_out_channels=(48, 96, 96),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=16,
-)
+# Named architectures: (pixel-unshuffle factor, UNet block widths). "v1" is the shipped built-in model;
+# "f2" unshuffles 2x2 instead of 4x4 (no 4-pixel grid; about 5x the compute per pixel).
+ARCHITECTURES = {"v1": (4, (48, 96, 96)), "f2": (2, (32, 64, 128))}
+DEFAULT_ARCHITECTURE = "v1"
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
                         prediction_type="epsilon", clip_sample=True)
-PIXEL_UNSHUFFLE = 4
 CROP = 64
 BATCH = 32
 LEARNING_RATE = 2e-4
 WARMUP_STEPS = 200
 EMA_DECAY = 0.999
+
+
+def unet_config(architecture: str) -> dict[str, Any]:
+    """diffusers UNet2DModel arguments of a named architecture (no attention: linear cost in image size)."""
+    factor, blocks = ARCHITECTURES[architecture]
+    channels = 3 * factor * factor
+    return dict(
+        sample_size=16, in_channels=channels, out_channels=channels, block_out_channels=blocks, layers_per_block=1,
+        down_block_types=("DownBlock2D",) * len(blocks), up_block_types=("UpBlock2D",) * len(blocks),
+        norm_num_groups=16,
+    )
 
 
 def load_photos(folder: Path) -> list[torch.Tensor]:
@@ -92,7 +97,9 @@ def plot_loss(losses: list[float], path: Path) -> None:
     image.save(path)
 
 
-def export(ema: torch.nn.Module, losses: list[float], step: int, seed: int, output: Path = OUTPUT) -> None:
+def export(
+    ema: torch.nn.Module, losses: list[float], step: int, seed: int, output: Path = OUTPUT, architecture: str = "v1"
+) -> None:
     """Write the shipped model folder (diffusers layout + diffcodec.json + model card + loss curve)."""
     from diffusers import DDPMScheduler
 
@@ -101,15 +108,17 @@ def export(ema: torch.nn.Module, losses: list[float], step: int, seed: int, outp
     (output / "model_index.json").write_text(json.dumps(
         {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]},
         indent=2) + "\n")
-    (output / "diffcodec.json").write_text(json.dumps({"pixel_unshuffle": PIXEL_UNSHUFFLE}, indent=2) + "\n")
+    factor, blocks = ARCHITECTURES[architecture]
+    multiple = factor * 2 ** (len(blocks) - 1)
+    (output / "diffcodec.json").write_text(json.dumps({"pixel_unshuffle": factor}, indent=2) + "\n")
     plot_loss(losses, output / "loss.png")
     recent = float(np.mean(losses[-500:])) if losses else float("nan")
     (output / "MODEL_CARD.md").write_text(f"""# builtin: the pillow-diffcodec default model
 
 A small pixel-space DDPM (epsilon prediction, linear betas 1e-4..0.02, 1000 timesteps) whose
-diffusers UNet2DModel sees 4x4 pixel-unshuffled images: 48 channels, block widths
-{UNET_CONFIG['block_out_channels']}, one ResNet layer per block, no attention; fully convolutional,
-so it runs at any image size (sides padded to a multiple of 16). {sum(p.numel() for p in ema.parameters())}
+diffusers UNet2DModel sees {factor}x{factor} pixel-unshuffled images: {3 * factor * factor} channels, block widths
+{blocks} (architecture "{architecture}"), one ResNet layer per block, no attention; fully convolutional,
+so it runs at any image size (sides padded to a multiple of {multiple}). {sum(p.numel() for p in ema.parameters())}
 parameters, stored as float32 safetensors.
 
 - Data: random {CROP}x{CROP} crops (with horizontal flips) of the 40 photographs in the project's
@@ -123,27 +132,29 @@ parameters, stored as float32 safetensors.
 
 
 def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiser: torch.optim.Optimizer,
-                step: int, losses: list[float]) -> None:
+                step: int, losses: list[float], architecture: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                "step": step, "losses": losses}, path)
+                "step": step, "losses": losses, "architecture": architecture}, path)
 
 
 def train(
     data: Path, minutes: float, seed: int, max_steps: int | None, output: Path = OUTPUT, state_path: Path = STATE,
-    checkpoint_every: int = 200,
+    checkpoint_every: int = 200, architecture: str = DEFAULT_ARCHITECTURE,
 ) -> None:
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
     photos = load_photos(data)
-    model = UNet2DModel(**UNET_CONFIG)
-    ema = UNet2DModel(**UNET_CONFIG)
+    model = UNet2DModel(**unet_config(architecture))
+    ema = UNet2DModel(**unet_config(architecture))
     ema.load_state_dict(model.state_dict())
     optimiser = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
     step, losses = 0, []
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
+        if state.get("architecture", "v1") != architecture:
+            raise SystemExit(f"{state_path} trains architecture {state.get('architecture', 'v1')!r}, not {architecture!r}")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
@@ -151,7 +162,7 @@ def train(
         print(f"resuming at step {step}")
     betas = torch.linspace(SCHEDULER_CONFIG["beta_start"], SCHEDULER_CONFIG["beta_end"], 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
-    unshuffle, end = torch.nn.PixelUnshuffle(PIXEL_UNSHUFFLE), time.monotonic() + 60 * minutes
+    unshuffle, end = torch.nn.PixelUnshuffle(ARCHITECTURES[architecture][0]), time.monotonic() + 60 * minutes
     model.train()
     while time.monotonic() < end and (max_steps is None or step < max_steps):
         x0 = batch(photos, seed, step)
@@ -174,10 +185,10 @@ def train(
         step += 1
         if step % checkpoint_every == 0:
             print(f"step {step} loss {np.mean(losses[-checkpoint_every:]):.4f}", flush=True)
-            _save_state(state_path, model, ema, optimiser, step, losses)
-            export(ema, losses, step, seed, output)
-    _save_state(state_path, model, ema, optimiser, step, losses)
-    export(ema, losses, step, seed, output)
+            _save_state(state_path, model, ema, optimiser, step, losses, architecture)
+            export(ema, losses, step, seed, output, architecture)
+    _save_state(state_path, model, ema, optimiser, step, losses, architecture)
+    export(ema, losses, step, seed, output, architecture)
     print(f"stopped at step {step}")
 
 
@@ -190,9 +201,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=OUTPUT, help="model folder to write")
     parser.add_argument("--state", type=Path, default=STATE, help="resumable training state")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state)
+    train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state, architecture=args.architecture)
 
 
 if __name__ == "__main__":
