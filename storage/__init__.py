@@ -1,4 +1,7 @@
-"""fsspec-aware reading and writing of single images, for any URL fsspec understands.
+"""fsspec-aware reading and writing of single images, and zarr archives of many images.
+
+Archives (docs/ARCHIVE.md): ``open_archive(url, mode)`` returns an :class:`Archive`; bulk jobs write
+them shard by shard with ``Archive.reserve`` and ``write_shard`` (see :mod:`storage.shards`).
 
 ``save_image`` encodes the whole file in memory first and then writes it to a temporary sibling
 that is moved into place, so a failure at any point leaves no partial file and an existing file
@@ -17,7 +20,51 @@ from PIL import Image
 import pillow_diffcodec  # noqa: F401  (registers the diffcodec formats with Pillow)
 from pillow_diffcodec.fsio import write_bytes_atomic
 
-__all__ = ["open_image", "save_image", "write_bytes_atomic"]
+from .archive import Archive, open_archive
+from .entries import Entry
+from .errors import (
+    ArchiveError,
+    ArchiveNotFoundError,
+    CorruptEntryError,
+    DuplicateKeyError,
+    EntryIndexError,
+    EntryNotFoundError,
+    FailedEntryError,
+    InvalidKeyError,
+    JobMismatchError,
+    NotAnArchiveError,
+    PendingEntryError,
+    ReadOnlyArchiveError,
+    UnreservedKeyError,
+    UnsupportedArchiveVersionError,
+)
+from .shards import Reservation, ShardReport, write_shard
+
+__all__ = [
+    "Archive",
+    "ArchiveError",
+    "ArchiveNotFoundError",
+    "CorruptEntryError",
+    "DuplicateKeyError",
+    "Entry",
+    "EntryIndexError",
+    "EntryNotFoundError",
+    "FailedEntryError",
+    "InvalidKeyError",
+    "JobMismatchError",
+    "NotAnArchiveError",
+    "PendingEntryError",
+    "ReadOnlyArchiveError",
+    "Reservation",
+    "ShardReport",
+    "UnreservedKeyError",
+    "UnsupportedArchiveVersionError",
+    "open_archive",
+    "open_image",
+    "save_image",
+    "write_bytes_atomic",
+    "write_shard",
+]
 
 
 def save_image(
