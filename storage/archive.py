@@ -63,14 +63,16 @@ class Archive:
     Use :func:`open_archive` to make one.
     """
 
-    def __init__(self, store: zarr.abc.store.Store, where: str, mode: Mode, group: zarr.Group) -> None:
-        self.url = where
+    def __init__(self, target: StoreLike, storage_options: dict[str, Any] | None, mode: Mode, group: zarr.Group) -> None:
+        self.url = describe(target)
         self.mode = mode
-        self._store = store
+        self.target = target  # what open_archive was given, to reopen it (e.g. in data-loader workers)
+        self.storage_options = storage_options
+        self._store = group.store
         self._group = group
-        self._attributes = layout.read_attributes(group, where)
+        self._attributes = layout.read_attributes(group, self.url)
         self._length = self._attributes["length"]
-        self._columns = layout.open_columns(group, where, self._length)
+        self._columns = layout.open_columns(group, self.url, self._length)
         self._buffer: dict[int, Entry] = {}  # written by add(), not yet flushed
         self._slots: dict[str, int] | None = None  # key -> entry index, built on first use
         self._rows: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
@@ -275,7 +277,8 @@ class Archive:
         return pillow_diffcodec.decode(self.read_bytes(item), **decode_options)
 
     def records(self) -> Iterator[tuple[dict[str, Any], bytes | ArchiveError | None]]:
-        """Every entry's :meth:`info` with its bitstream (None unless ok; an ArchiveError if unreadable).
+        """Every entry's :meth:`info` with its checked bitstream: bytes for a sound ok entry, the
+        :class:`CorruptEntryError` for a damaged one, None for failed and pending entries.
 
         Reads one shard at a time (its bitstreams in one request), for scans such as verify and extract.
         """
@@ -287,16 +290,24 @@ class Archive:
             for slot, row in zip(range(low, high), rows):
                 if row["status"] != "ok":
                     yield row, None
-                elif slot in self._buffer:
-                    yield row, self._buffer[slot].bitstream
-                else:
-                    yield row, stored[slot - low]
+                    continue
+                data = self._buffer[slot].bitstream if slot in self._buffer else stored[slot - low]
+                try:
+                    checked: bytes | ArchiveError = self._validated(row, data, check=True)
+                except ArchiveError as exc:
+                    checked = exc
+                yield row, checked
 
     def items(self) -> Iterator[tuple[str, Image.Image]]:
-        """``(key, image)`` for every ok entry in order (failed and pending ones are in failed() / pending())."""
+        """``(key, image)`` for every ok entry in order (failed and pending ones are in failed() / pending()).
+
+        A damaged entry raises its :class:`CorruptEntryError` when reached.
+        """
         for row, data in self.records():
+            if isinstance(data, ArchiveError):
+                raise data
             if data is not None:
-                yield row["key"], Image.open(io.BytesIO(self._validated(row, data, check=True)))
+                yield row["key"], Image.open(io.BytesIO(data))
 
     # ----------------------------------------------------------------- writing
 
@@ -456,11 +467,11 @@ class Archive:
 
         return extract(self, dest_url, format, **options)
 
-    def as_torch_dataset(self, **options: Any) -> Any:
+    def as_torch_dataset(self, transform: Any = None, **decode_options: Any) -> Any:
         """A map-style ``torch.utils.data.Dataset`` of the ok entries; see :mod:`storage.torch_dataset`."""
         from .torch_dataset import ArchiveDataset
 
-        return ArchiveDataset(self, **options)
+        return ArchiveDataset(self, transform, **decode_options)
 
 
 def _row_dict(slot: int, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -526,7 +537,8 @@ def open_archive(
     where = describe(url)
     store = make_store(url, read_only=mode == "r", storage_options=storage_options)
     if mode == "r":
-        return Archive(store, where, mode, layout.open_group(store, where, writable=False, consolidated=True))
+        group = layout.open_group(store, where, writable=False, consolidated=True)
+        return Archive(url, storage_options, mode, group)
     if mode == "a":
         try:
             group = layout.open_group(store, where, writable=True, consolidated=False)
@@ -538,7 +550,7 @@ def open_archive(
             layout.open_columns(group, where, layout.read_attributes(group, where)["length"])
             with layout.quiet_zarr():
                 group = zarr.consolidate_metadata(store)  # repairs a copy left stale by a killed writer
-            return Archive(store, where, mode, group)
+            return Archive(url, storage_options, mode, group)
     layout.check_items_per_shard(items_per_shard)
     try:
         with layout.quiet_zarr():
@@ -548,4 +560,4 @@ def open_archive(
             group = zarr.consolidate_metadata(store)
     except (OSError, ValueError) as exc:
         raise ArchiveError(f"Cannot create an archive at {where}: {exc}") from exc
-    return Archive(store, where, mode, group)
+    return Archive(url, storage_options, mode, group)

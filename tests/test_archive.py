@@ -238,3 +238,42 @@ def test_addressing_errors(tmp_path, encoded) -> None:
         storage.open_archive(url, "x")
     with pytest.raises(storage.InvalidKeyError):
         archive[1.5]
+
+
+def test_extract_writes_images_and_reports_the_rest(tmp_path, encoded, capsys) -> None:
+    url = str(tmp_path / "a.zarr")
+    with storage.open_archive(url, "w") as archive:
+        archive.add("deep/dir/one.jpg", encoded[0])
+        archive.add("two", encoded[1])
+        archive.add("bad.png", b"garbage")
+        archive.add("../escape.png", encoded[2])
+    destination = f"memory://{uuid.uuid4().hex}/out"
+    report = storage.open_archive(url).extract(destination)
+    assert report.written == {"deep/dir/one.jpg": f"{destination}/deep/dir/one.png", "two": f"{destination}/two.png"}
+    assert list(report.skipped) == ["bad.png"] and "not a safe relative path" in report.errors["../escape.png"]
+    restored = storage.open_image(f"{destination}/two.png")
+    assert restored.format == "PNG" and np.array_equal(np.asarray(restored), np.asarray(pillow_diffcodec.decode(encoded[1])))
+    assert "extract" in capsys.readouterr().err  # the progress bar
+    raw = storage.open_archive(url).extract(str(tmp_path / "raw"), format=None, progress=False)
+    assert (tmp_path / "raw" / "deep" / "dir" / "one.ddcm").read_bytes() == encoded[0] and len(raw.written) == 2
+
+
+def test_as_torch_dataset(tmp_path, encoded) -> None:
+    import pickle
+
+    import torch
+
+    url = str(tmp_path / "a.zarr")
+    with storage.open_archive(url, "w") as archive:
+        archive.add("a", encoded[0])
+        archive.add("failed", b"garbage")
+        archive.add("b", encoded[1])
+    dataset = storage.open_archive(url).as_torch_dataset()
+    assert len(dataset) == 2 and dataset.keys == ["a", "b"]
+    item = dataset[1]
+    assert item.dtype == torch.uint8 and item.shape == (3, 16, 16)
+    assert torch.equal(item, torch.from_numpy(np.array(pillow_diffcodec.decode(encoded[1]))).permute(2, 0, 1))
+    copy = pickle.loads(pickle.dumps(dataset))  # what DataLoader workers receive
+    assert torch.equal(copy[0], dataset[0])
+    sizes = storage.open_archive(url).as_torch_dataset(transform=lambda image: image.size)
+    assert sizes[0] == (16, 16)
