@@ -1,0 +1,154 @@
+"""``diffcodec archive info|ls|verify|extract URL``: the archive subcommands of the diffcodec CLI.
+
+Registered through the ``diffcodec.commands`` entry point (``archive = "storage.cli:register"``).
+Every problem is one line on stderr, never a traceback; per-entry problems are reported and the
+other entries go on. Exit status: 0 when every entry is fine, 1 when any entry failed, is pending
+or damaged, or the archive cannot be opened.
+
+    diffcodec archive info s3://bucket/photos.zarr -o endpoint_url=http://127.0.0.1:9000
+    diffcodec archive ls photos.zarr --status failed
+    diffcodec archive verify photos.zarr --sample 8
+    diffcodec archive extract photos.zarr restored/ --format PNG
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pillow_diffcodec.errors import DiffCodecError
+
+from .archive import Archive, open_archive
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true/false, objects), else as text."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _options(pairs: list[tuple[str, Any]] | None) -> dict[str, Any] | None:
+    """Storage options from ``KEY=VALUE`` pairs."""
+    nested: dict[str, Any] = {}
+    for key, value in pairs or []:  # client_kwargs.endpoint_url=... -> {"client_kwargs": {"endpoint_url": ...}}
+        target = nested
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return nested or None
+
+
+def _problem(args: argparse.Namespace, message: object) -> None:
+    print(f"diffcodec archive {args.archive_command} {args.url}: {message}", file=sys.stderr)
+
+
+def _guarded(command: Callable[[argparse.Namespace, Archive], int]) -> Command:
+    """Open the archive, run ``command``; any library or I/O error becomes one line and exit status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args, open_archive(args.url, "r", _options(args.storage_option)))
+        except (DiffCodecError, OSError, ValueError) as exc:
+            _problem(args, exc)
+            return 1
+
+    return run
+
+
+def _info(args: argparse.Namespace, archive: Archive) -> int:
+    counts = archive.counts()
+    summary = {"url": archive.url, "entries": len(archive), **counts, **archive.attributes}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return 1 if counts["failed"] or counts["pending"] else 0
+
+
+def _ls(args: argparse.Namespace, archive: Archive) -> int:
+    worst = 0
+    for row in archive.entries():
+        if args.status and row["status"] != args.status:
+            continue
+        worst = worst or int(row["status"] != "ok")
+        if args.json:
+            print(json.dumps(row))
+        elif row["status"] == "ok":
+            print(f"{row['index']:>8}  ok      {row['width']}x{row['height']} {row['mode']:<4} {row['bpp']:.4f} bpp  {row['key']}")
+        else:
+            print(f"{row['index']:>8}  {row['status']:<7} {row['key']}  {row['error']}".rstrip())
+    return worst
+
+
+def _verify(args: argparse.Namespace, archive: Archive) -> int:
+    options = {"model": args.model} if args.model else {}
+    report = archive.verify(args.sample, **options)
+    for key, error in {**report.corrupt, **report.decode_errors}.items():
+        print(f"{key}: {error}", file=sys.stderr)
+    for key, error in report.failed.items():
+        print(f"{key}: failed when written: {error}", file=sys.stderr)
+    for key in report.pending:
+        print(f"{key}: pending (not written yet)", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.healthy and not report.failed and not report.pending else 1
+
+
+def _extract(args: argparse.Namespace, archive: Archive) -> int:
+    options = {"model": args.model} if args.model else {}
+    format = None if args.format.upper() in ("DDCM", "RAW") else args.format.upper()
+    report = archive.extract(
+        args.destination, format, storage_options=_options(args.dest_option), progress=not args.quiet, **options
+    )
+    for key, error in report.errors.items():
+        print(f"{key}: {error}", file=sys.stderr)
+    for key, reason in report.skipped.items():
+        print(f"{key}: skipped: {reason}", file=sys.stderr)
+    print(
+        f"extracted {len(report.written)} of {len(archive)} entries to {args.destination}; "
+        f"{len(report.skipped)} skipped (failed or pending), {len(report.errors)} errors"
+    )
+    return 1 if report.errors or report.skipped else 0
+
+
+def _parser(commands: Any, name: str, help: str, command: Callable[[argparse.Namespace, Archive], int]) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=help)
+    parser.add_argument("url", help="archive path or fsspec URL (s3://..., memory://...)")
+    parser.add_argument(
+        "-o", "--storage-option", type=_storage_option, action="append", metavar="KEY=VALUE",
+        help="fsspec storage option, repeatable; dots nest (client_kwargs.endpoint_url=http://...)",
+    )
+    parser.set_defaults(run=_guarded(command))
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    """Add ``archive`` with its subcommands to the diffcodec CLI's argparse ``subparsers``."""
+    archive = subparsers.add_parser("archive", help="inspect, verify and extract zarr image archives")
+    commands = archive.add_subparsers(dest="archive_command", required=True, metavar="ARCHIVE_COMMAND")
+    info = _parser(commands, "info", "print the archive's attributes and entry counts", _info)
+    info.add_argument("--json", action="store_true", help="one JSON object")
+    ls = _parser(commands, "ls", "list entries: index, status, size, mode, bpp, key (and error)", _ls)
+    ls.add_argument("--status", choices=["ok", "failed", "pending"], help="only entries with this status")
+    ls.add_argument("--json", action="store_true", help="one JSON object per entry")
+    verify = _parser(commands, "verify", "check every bitstream's CRC and decode a sample", _verify)
+    verify.add_argument("--sample", type=int, default=0, help="number of entries to decode (default 0)")
+    verify.add_argument("--model", help="decode with this model instead of the one named in each file")
+    extract = _parser(commands, "extract", "decode every ok entry to image files below a folder or URL", _extract)
+    extract.add_argument("destination", help="folder or fsspec URL; entries go to <destination>/<key>.<ext>")
+    extract.add_argument("--format", default="PNG", help="Pillow format to write, or DDCM for the stored files")
+    extract.add_argument("--model", help="decode with this model instead of the one named in each file")
+    extract.add_argument("--dest-option", type=_storage_option, action="append", metavar="KEY=VALUE",
+                         help="fsspec storage option for the destination, repeatable")
+    extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
