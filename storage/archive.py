@@ -75,7 +75,7 @@ class Archive:
         self._columns = layout.open_columns(group, self.url, self._length)
         self._buffer: dict[int, Entry] = {}  # written by add(), not yet flushed
         self._slots: dict[str, int] | None = None  # key -> entry index, built on first use
-        self._rows: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._rows: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()  # (shard, column) -> values
 
     # ----------------------------------------------------------------- properties
 
@@ -143,27 +143,32 @@ class Archive:
 
     # ----------------------------------------------------------------- rows
 
-    def _shard_rows(self, shard: int) -> dict[str, np.ndarray]:
-        """The small columns of one shard (one request per column, made at once), cached."""
-        if shard in self._rows:
-            self._rows.move_to_end(shard)
-            return self._rows[shard]
+    def _shard_columns(self, shard: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Columns ``names`` of one shard (one request per column not cached yet, made at once), cached."""
+        missing = [name for name in names if (shard, name) not in self._rows]
         size = self.items_per_shard
         span = slice(shard * size, min((shard + 1) * size, self._length))
-        values = in_parallel([lambda name=name: read_values(self._columns[name], span) for name in ROW_COLUMNS])
-        rows = dict(zip(ROW_COLUMNS, values))
-        self._rows[shard] = rows
-        if len(self._rows) > CACHED_SHARDS:
+        values = in_parallel([lambda name=name: read_values(self._columns[name], span) for name in missing])
+        self._rows.update({(shard, name): value for name, value in zip(missing, values)})
+        for name in names:
+            self._rows.move_to_end((shard, name))
+        while len(self._rows) > CACHED_SHARDS * len(ROW_COLUMNS):
             self._rows.popitem(last=False)
-        return rows
+        return {name: self._rows[(shard, name)] for name in names}
+
+    def _field(self, slot: int, name: str) -> Any:
+        """One column's value for one entry (the cheap way to read a status or a key)."""
+        if slot in self._buffer:
+            return getattr(self._buffer[slot], name)
+        return self._shard_columns(slot // self.items_per_shard, (name,))[name][slot % self.items_per_shard]
 
     def _row(self, slot: int) -> dict[str, Any]:
         if slot in self._buffer:
             entry = self._buffer[slot]
             values = {name: getattr(entry, name) for name in ROW_COLUMNS}
         else:
-            rows = self._shard_rows(slot // self.items_per_shard)
-            values = {name: rows[name][slot % self.items_per_shard] for name in ROW_COLUMNS}
+            columns = self._shard_columns(slot // self.items_per_shard, ROW_COLUMNS)
+            values = {name: column[slot % self.items_per_shard] for name, column in columns.items()}
         return _row_dict(slot, values)
 
     def info(self, item: Item) -> dict[str, Any]:
@@ -233,18 +238,18 @@ class Archive:
         try:
             return self._bitstreams(slice(slot, slot + 1))[0]
         except Exception as exc:  # noqa: BLE001  (zarr and codec errors vary by store and damage)
-            key = self._row(slot)["key"]
+            key = self._field(slot, "key")
             return CorruptEntryError(
                 f"Entry {key!r} in {self.url}: its bitstream cannot be read ({type(exc).__name__}: {exc}); "
                 "rewrite the entry (add(..., overwrite=True) or rerun its shard)"
             )
 
-    def _validated(self, row: dict[str, Any], data: bytes | ArchiveError, check: bool) -> bytes:
+    def _validated(self, key: str, data: bytes | ArchiveError, check: bool) -> bytes:
         if isinstance(data, ArchiveError):
             raise data
         if not data:
             raise CorruptEntryError(
-                f"Entry {row['key']!r} in {self.url} is marked ok but its bitstream is missing; "
+                f"Entry {key!r} in {self.url} is marked ok but its bitstream is missing; "
                 "rewrite the entry (add(..., overwrite=True) or rerun its shard)"
             )
         if check:
@@ -252,7 +257,7 @@ class Archive:
                 pillow_diffcodec.info(data)
             except DiffCodecError as exc:
                 raise CorruptEntryError(
-                    f"Entry {row['key']!r} in {self.url} is damaged: {exc}; "
+                    f"Entry {key!r} in {self.url} is damaged: {exc}; "
                     "rewrite the entry (add(..., overwrite=True) or rerun its shard)"
                 ) from exc
         return data
@@ -260,13 +265,16 @@ class Archive:
     def read_bytes(self, item: Item, *, check: bool = True) -> bytes:
         """The entry's standalone diffcodec file (its CRC is verified unless ``check=False``).
 
-        Costs the entry's status, key and bitstream: a constant number of requests, whatever the archive's size.
+        Costs the shard's status object and two ranged reads of its bitstream object (index, entry):
+        a constant number of requests, whatever the archive's size.
         """
         slot = self._slot(item)
-        row = self._row(slot)
-        self._checked(row)
+        if self._field(slot, "status") != Status.OK:
+            self._checked(self._row(slot))
         data = self._buffer[slot].bitstream if slot in self._buffer else self._bitstream_or_error(slot)
-        return self._validated(row, data, check)
+        if isinstance(data, bytes) and data and (not check or _is_sound(data)):
+            return data
+        return self._validated(str(self._field(slot, "key")), data, check)  # raises, naming the key
 
     def __getitem__(self, item: Item) -> Image.Image:
         """The entry as a PIL image; its pixels are decoded (with the model named in the file) on first use."""
@@ -293,7 +301,7 @@ class Archive:
                     continue
                 data = self._buffer[slot].bitstream if slot in self._buffer else stored[slot - low]
                 try:
-                    checked: bytes | ArchiveError = self._validated(row, data, check=True)
+                    checked: bytes | ArchiveError = self._validated(row["key"], data, check=True)
                 except ArchiveError as exc:
                     checked = exc
                 yield row, checked
@@ -357,7 +365,7 @@ class Archive:
         self._writable()
         check_key(key)
         slot = self._key_slots().get(key)
-        if slot is not None and not overwrite and self._row(slot)["status"] != "pending":
+        if slot is not None and not overwrite and self._field(slot, "status") != Status.PENDING:
             raise DuplicateKeyError(f"Key {key!r} is already in {self.url} (entry {slot}); pass overwrite=True to replace it")
         entry = self._make_entry(key, value, save_options)
         slot = len(self) if slot is None else slot
@@ -415,7 +423,7 @@ class Archive:
 
     def _consolidate(self) -> None:
         with layout.quiet_zarr():
-            self._group = zarr.consolidate_metadata(self._store)
+            self._group = zarr.consolidate_metadata(self._store, zarr_format=3)
 
     def _commit_length(self, length: int) -> None:
         """Publish the new length (the last write of an append: entries beyond it are invisible)."""
@@ -436,7 +444,8 @@ class Archive:
             by_shard.setdefault(slot // self.items_per_shard, []).append(slot)
         for slots in by_shard.values():
             store_entries(self._columns, slots, [self._buffer[slot] for slot in slots], with_keys=True)
-            self._rows.pop(slots[0] // self.items_per_shard, None)
+            for name in ROW_COLUMNS:
+                self._rows.pop((slots[0] // self.items_per_shard, name), None)
         if not self._attributes["job"]:
             self._attributes["job"] = _job_of(next((e for e in self._buffer.values() if e.status == Status.OK), None))
         self._buffer.clear()
@@ -472,6 +481,14 @@ class Archive:
         from .torch_dataset import ArchiveDataset
 
         return ArchiveDataset(self, transform, **decode_options)
+
+
+def _is_sound(data: bytes) -> bool:
+    try:
+        pillow_diffcodec.info(data)
+    except DiffCodecError:
+        return False
+    return True
 
 
 def _row_dict(slot: int, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -549,7 +566,7 @@ def open_archive(
                 _check_job(group, where, job)
             layout.open_columns(group, where, layout.read_attributes(group, where)["length"])
             with layout.quiet_zarr():
-                group = zarr.consolidate_metadata(store)  # repairs a copy left stale by a killed writer
+                group = zarr.consolidate_metadata(store, zarr_format=3)  # repairs a copy left stale by a killed writer
             return Archive(url, storage_options, mode, group)
     layout.check_items_per_shard(items_per_shard)
     try:
@@ -557,7 +574,7 @@ def open_archive(
             group = zarr.open_group(store, mode="w")
         layout.create(group, items_per_shard, dict(job or {}))
         with layout.quiet_zarr():
-            group = zarr.consolidate_metadata(store)
+            group = zarr.consolidate_metadata(store, zarr_format=3)
     except (OSError, ValueError) as exc:
         raise ArchiveError(f"Cannot create an archive at {where}: {exc}") from exc
     return Archive(url, storage_options, mode, group)

@@ -166,7 +166,9 @@ def open_group(store: zarr.abc.store.Store, where: str, *, writable: bool, conso
     """
     try:
         with quiet_zarr():
-            return zarr.open_group(store, mode="r+" if writable else "r", use_consolidated=None if consolidated else False)
+            return zarr.open_group(
+                store, mode="r+" if writable else "r", zarr_format=3, use_consolidated=None if consolidated else False
+            )
     except FileNotFoundError:
         raise ArchiveNotFoundError(
             f"No archive at {where} (no zarr group there: zarr.json is missing); check the URL, "

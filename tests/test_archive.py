@@ -277,3 +277,19 @@ def test_as_torch_dataset(tmp_path, encoded) -> None:
     assert torch.equal(copy[0], dataset[0])
     sizes = storage.open_archive(url).as_torch_dataset(transform=lambda image: image.size)
     assert sizes[0] == (16, 16)
+
+
+def test_reading_one_entry_costs_the_same_requests_in_any_size_of_archive(tmp_path, encoded) -> None:
+    from zarr.storage import LocalStore, LoggingStore
+
+    counts = []
+    for size in (8, 200):
+        url = tmp_path / f"a{size}.zarr"
+        with storage.open_archive(str(url), "w", items_per_shard=4) as archive:
+            for number in range(size):
+                archive.add(f"k{number}", encoded[number % 6])
+        logged = LoggingStore(LocalStore(str(url), read_only=True), log_level="ERROR")
+        archive = storage.open_archive(logged)
+        assert archive.read_bytes(size - 3) == encoded[(size - 3) % 6]
+        counts.append(dict(logged.counter))
+    assert counts[0] == counts[1] and counts[0]["get"] <= 4  # root metadata, status, bitstream index and entry
