@@ -16,6 +16,8 @@ from .errors import (
     CorruptFileError,
     DecompressionBombError,
     DiffCodecError,
+    RateFallbackWarning,
+    ResourceExhaustedError,
     EncodingError,
     InvalidParameterError,
     ModelMismatchError,
@@ -26,6 +28,7 @@ from .errors import (
     UnsupportedVersionError,
 )
 from .fileinfo import info
+from . import limits
 from .plugin import register_diffcodec_opener
 
 __version__ = "0.1.0"
@@ -38,7 +41,7 @@ _LAZY = {
     "encode_images": "api",
     "file_size": "api",
     "generate": "api",
-    "params_for_bpp": "api",
+    "decode_file": "api",
     "load_model": "models",
 }
 
@@ -47,6 +50,8 @@ __all__ = [
     "DDCMParams",
     "DecompressionBombError",
     "DiffCodecError",
+    "RateFallbackWarning",
+    "ResourceExhaustedError",
     "EncodingError",
     "InvalidParameterError",
     "ModelMismatchError",
@@ -57,6 +62,7 @@ __all__ = [
     "UnsupportedVersionError",
     "clear_model_cache",
     "info",
+    "limits",
     "register_diffcodec_opener",
     *_LAZY,
 ]

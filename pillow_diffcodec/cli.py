@@ -1,12 +1,19 @@
-"""The ``diffcodec`` command line: encode, decode, info, models.
+"""The ``diffcodec`` command line: encode, decode, info, models, plus subcommands that other packages add.
 
     diffcodec encode photos/*.png -o out/ --bpp 0.1
     diffcodec decode out/*.ddcm -o restored/
     diffcodec info out/a.ddcm --json
     diffcodec models
 
-Inputs may be paths, globs or fsspec URLs. A failure in one file is reported and the others go on;
-the exit status is 1 when any file failed (2 for usage errors).
+Inputs may be paths, folders, globs or fsspec URLs; outputs keep the inputs' folder structure below
+their common folder, and two inputs that would write one output are refused before anything runs.
+A failure in one file is one line on stderr and the others go on; the exit status is 1 when any file
+failed, 2 for usage errors, 130 when interrupted. No traceback is ever printed.
+
+The encode flags come from :mod:`.options` (generic options and each codec's parameter class), so
+``Image.save``, ``encode()`` and the CLI accept the same options. Packages add subcommands through the
+``diffcodec.commands`` entry-point group: each entry names ``register(subparsers)``, which adds parsers
+whose ``run`` default is ``function(args) -> exit status``.
 """
 
 from __future__ import annotations
@@ -14,20 +21,31 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import posixpath
 import sys
+import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import Any
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, TextIO
 
 import fsspec
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from . import fileinfo
-from .errors import DiffCodecError
+from . import __version__, container, fileinfo, limits
+from .codecs import CODECS, DEFAULT_CODEC, codec_by_name
+from .errors import DiffCodecError, InvalidParameterError
 from .fsio import write_bytes_atomic
+from .options import DECODE_OPTIONS, ENCODE_OPTIONS, Option
 
 GLOB_CHARACTERS = "*?["
+COMMANDS_GROUP = "diffcodec.commands"
+LINE_PROGRESS_SECONDS = 2.0  # non-terminal progress: at most one line this often
+
+
+class UsageError(DiffCodecError, ValueError):
+    """The command line cannot run as given (exit status 2)."""
 
 
 @dataclass
@@ -41,26 +59,104 @@ class Tally:
     bpp_sum: float = 0.0
 
 
-def expand(inputs: Sequence[str]) -> list[str]:
-    """Paths, globs and URLs -> concrete URLs (a glob that matches nothing is kept, to fail visibly)."""
-    urls: list[str] = []
+@dataclass(frozen=True)
+class Source:
+    """One input: its URL, the path it is read from (protocol stripped) and the folder its output path is relative to."""
+
+    url: str
+    path: str
+    base: str
+
+
+@dataclass
+class Job:
+    """Sources with their planned output URLs, plus inputs that failed before planning (e.g. empty globs)."""
+
+    pairs: list[tuple[Source, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _strip(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(url)
+
+
+def expand(inputs: Sequence[str], suffixes: frozenset[str] | None = None) -> Job:
+    """Paths, folders (searched recursively for ``suffixes``), globs and URLs -> sources; empty globs are reported."""
+    job = Job()
     for item in inputs:
+        fs, path = _strip(item)
+        chained = "::" in item or "://" in item
+        def url_of(found: str) -> str:
+            return fs.unstrip_protocol(found) if chained else found
         if any(c in item for c in GLOB_CHARACTERS):
-            fs, pattern = fsspec.core.url_to_fs(item)
-            matches = sorted(fs.glob(pattern))
-            urls += [item] if not matches else [m if "://" not in item else fs.unstrip_protocol(m) for m in matches]
+            base = path[: min(path.index(c) for c in GLOB_CHARACTERS if c in path)].rsplit("/", 1)[0] or "/"
+            matches = sorted(m for m in fs.glob(path) if not fs.isdir(m))
+            if not matches:
+                job.missing.append(item)
+            job.pairs += [(Source(url_of(m), m, base), "") for m in matches]
+        elif fs.isdir(path):
+            found = sorted(m for m in fs.find(path) if suffixes is None or posixpath.splitext(m)[1].lower() in suffixes)
+            if not found:
+                job.missing.append(item)
+            job.pairs += [(Source(url_of(m), m, path.rstrip("/")), "") for m in found]
         else:
-            urls.append(item)
-    return urls
+            job.pairs.append((Source(item, path, posixpath.dirname(path) or "."), ""))
+    return job
 
 
-def output_url(source: str, out: str, many: bool, suffix: str) -> str:
-    """Where the output of ``source`` goes: ``out`` itself, or ``out/<stem><suffix>`` for a folder."""
-    fs, path = fsspec.core.url_to_fs(out)
-    if many or out.endswith("/") or fs.isdir(path):
-        stem = PurePosixPath(source.split("::")[0].rstrip("/")).stem
-        return out.rstrip("/") + "/" + stem + suffix
-    return out
+def plan_outputs(job: Job, out: str, suffix: str) -> None:
+    """Give every source its output URL; refuse (UsageError) when two sources would write one output.
+
+    One source and an ``out`` that is not a folder: ``out`` itself. Otherwise ``out/<path relative to the
+    sources' common folder>`` with the suffix replaced, like ``cp -r`` keeps structure.
+    """
+    sources = [source for source, _ in job.pairs]
+    out_fs, out_path = _strip(out)
+    to_folder = len(sources) != 1 or out.endswith("/") or out_fs.isdir(out_path)
+    if not to_folder:
+        job.pairs = [(sources[0], out)]
+        return
+    try:
+        common = posixpath.commonpath([s.base for s in sources]) if sources else ""
+    except ValueError:  # absolute and relative paths (e.g. local files and bucket keys): keep whole paths
+        common = ""
+    planned: dict[str, Source] = {}
+    pairs = []
+    for source in sources:
+        relative = posixpath.relpath(source.path, common) if common else source.path.lstrip("/")
+        target = out.rstrip("/") + "/" + posixpath.splitext(relative)[0] + suffix
+        if target in planned:
+            raise UsageError(
+                f"{planned[target].url} and {source.url} would both be written to {target}; "
+                "rename one or encode them in separate runs"
+            )
+        planned[target] = source
+        pairs.append((source, target))
+    job.pairs = pairs
+
+
+class StepProgress:
+    """Per-step progress of one file: a bar with ETA on a terminal, plain lines otherwise, or nothing."""
+
+    def __init__(self, label: str, mode: str, stream: TextIO) -> None:
+        self.label, self.stream = label, stream
+        self.start = self.last = time.monotonic()
+        self.mode = ("bar" if stream.isatty() else "auto-lines") if mode == "auto" else mode
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done)
+        if self.mode == "bar":
+            filled = round(24 * done / total)
+            end = "\n" if done == total else ""
+            bar = "#" * filled + "." * (24 - filled)
+            print(f"\r{self.label} [{bar}] {done}/{total} ETA {eta:4.0f}s", end=end, file=self.stream, flush=True)
+        elif self.mode == "lines" or (self.mode == "auto-lines" and now - self.last >= LINE_PROGRESS_SECONDS
+                                      and done < total):
+            print(f"{self.label} step {done}/{total}, {elapsed:.0f}s elapsed, ETA {eta:.0f}s", file=self.stream,
+                  flush=True)
+            self.last = now
 
 
 def _read(url: str) -> bytes:
@@ -68,84 +164,172 @@ def _read(url: str) -> bytes:
         return handle.read()
 
 
-def _run(urls: list[str], work: Callable[[str, int], tuple[int, int, float]], verb: str) -> int:
+def _describe_failure(exc: BaseException) -> str:
+    """One line for a per-file failure: our own errors speak for themselves, others are named."""
+    if isinstance(exc, DiffCodecError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file ({exc.filename or exc})"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _open_image(raw: bytes, url: str) -> Image.Image:
+    """Pillow's image from bytes, with errors that name the file instead of a BytesIO object."""
+    try:
+        return Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError:
+        what = "an empty file" if not raw else "not an image Pillow can read"
+        raise UsageError(f"{what} ({len(raw)} bytes)") from None
+    except Image.DecompressionBombError as exc:
+        raise UsageError(f"refused as a decompression bomb: {exc}") from None
+
+
+def _check_output(target: str, overwrite: bool) -> None:
+    fs, path = _strip(target)
+    if not overwrite and fs.exists(path):
+        raise UsageError(f"output {target} already exists (pass --overwrite to replace it)")
+
+
+Work = Callable[[Source, str, StepProgress], tuple[int, int, float]]
+
+
+def _run(job: Job, work: Work, verb: str, progress_mode: str) -> int:
     tally = Tally()
-    for position, url in enumerate(urls, 1):
-        try:
-            size_in, size_out, bpp = work(url, len(urls))
-        except (DiffCodecError, OSError, ValueError, KeyError) as exc:
-            tally.failed += 1
-            print(f"[{position}/{len(urls)}] {url}: FAILED: {exc}", file=sys.stderr)
-            continue
+    total = len(job.pairs) + len(job.missing)
+    for item in job.missing:
+        tally.failed += 1
+        print(f"{item}: FAILED: no file matches", file=sys.stderr)
+    for position, (source, target) in enumerate(job.pairs, 1):
+        label = f"[{position}/{len(job.pairs)}] {source.url}"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                size_in, size_out, bpp = work(source, target, StepProgress(label, progress_mode, sys.stderr))
+            except Exception as exc:  # every per-file failure becomes one line, and the run goes on
+                tally.failed += 1
+                print(f"{label}: FAILED: {_describe_failure(exc)}", file=sys.stderr)
+                continue
+            finally:
+                for warning in caught:
+                    print(f"{label}: note: {warning.message}", file=sys.stderr)
         tally.done += 1
         tally.bytes_in += size_in
         tally.bytes_out += size_out
         tally.bpp_sum += bpp
-        print(f"[{position}/{len(urls)}] {url}: {size_in} -> {size_out} bytes, {bpp:.4f} bpp", file=sys.stderr)
+        print(f"{label} -> {target}: {size_in} -> {size_out} bytes, {bpp:.4f} bpp", file=sys.stderr)
     mean = tally.bpp_sum / tally.done if tally.done else 0.0
     print(f"{verb} {tally.done} file(s), {tally.failed} failed; {tally.bytes_in} bytes in, {tally.bytes_out} bytes out, "
           f"mean {mean:.4f} bpp")
-    return 1 if tally.failed else 0
+    return 1 if tally.failed or total == 0 else 0
 
 
-def _codec_options(args: argparse.Namespace) -> dict[str, Any]:
-    names = ["model", "bpp", "quality", "seed", "steps", "codebook_size", "atoms", "coef_levels", "selection",
-             "device", "dtype"]
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.window is not None:
-        options["window"] = tuple(args.window)
-    if args.drop_alpha:
-        options["keep_alpha"] = False
-    return options
+def _given(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
+    """The options the user gave (argparse defaults are None, so the library's defaults apply)."""
+    given = {o.name: getattr(args, o.name) for o in options if o.cli and getattr(args, o.name, None) is not None}
+    if given.get("window") is not None:
+        given["window"] = tuple(given["window"])
+    return given
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    if args.device is not None:
+        from .models import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except InvalidParameterError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    urls = expand(args.inputs)
-    options = _codec_options(args)
+    from .api import encode_images
 
-    def work(url: str, count: int) -> tuple[int, int, float]:
-        raw = _read(url)
-        with Image.open(io.BytesIO(raw)) as image:
+    entry = codec_by_name(args.codec)
+    options = {**_given(args, ENCODE_OPTIONS), **_given(args, entry.options)}
+    _check_device(args)
+    job = expand(args.inputs, frozenset(Image.registered_extensions()))
+    plan_outputs(job, args.output, entry.extensions[0])
+
+    def work(source: Source, target: str, progress: StepProgress) -> tuple[int, int, float]:
+        _check_output(target, args.overwrite)
+        raw = _read(source.url)
+        with _open_image(raw, source.url) as image:
+            frames = getattr(image, "n_frames", 1)
+            if args.frame is None and frames > 1:
+                raise UsageError(f"has {frames} frames; choose one with --frame N (0 .. {frames - 1})")
+            if args.frame is not None:
+                if not 0 <= args.frame < frames:
+                    raise UsageError(f"has {frames} frame(s); --frame {args.frame} is out of range")
+                image.seek(args.frame)
             image.load()
-            buffer = io.BytesIO()
-            image.save(buffer, format="DDCM", **options)
-        data = buffer.getvalue()
-        write_bytes_atomic(data, output_url(url, args.output, count > 1, ".ddcm"))
-        return len(raw), len(data), 8 * len(data) / (image.width * image.height)
+            chosen = image.copy() if frames > 1 else image  # the chosen frame alone
+            result = encode_images([chosen], codec=entry.name, progress=progress, **options)[0]
+        write_bytes_atomic(result.data, target)
+        return len(raw), len(result.data), result.bpp
 
-    return _run(urls, work, "encoded")
+    return _run(job, work, "encoded", args.progress)
+
+
+def _output_format(name: str) -> tuple[str, str]:
+    """(Pillow format, file suffix) for ``--format``; UsageError listing what Pillow can write."""
+    fmt = name.upper()
+    Image.init()  # load every Pillow plugin so that Image.SAVE is complete
+    if fmt not in Image.SAVE:
+        raise UsageError(f"Unknown output format {name!r}; Pillow here can write {sorted(Image.SAVE)}")
+    suffixes = [ext for ext, owner in Image.registered_extensions().items() if owner == fmt]
+    preferred = "." + fmt.lower()
+    return fmt, (preferred if preferred in suffixes or not suffixes else suffixes[0])
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    urls = expand(args.inputs)
-    suffix = "." + args.format.lower()
+    from .api import decode_file
 
-    def work(url: str, count: int) -> tuple[int, int, float]:
-        raw = _read(url)
-        with Image.open(io.BytesIO(raw)) as image:
-            image.load()
-            buffer = io.BytesIO()
-            image.save(buffer, format=args.format)
-        write_bytes_atomic(buffer.getvalue(), output_url(url, args.output, count > 1, suffix))
-        return len(raw), len(buffer.getvalue()), 8 * len(raw) / (image.width * image.height)
+    fmt, suffix = _output_format(args.format)
+    options = _given(args, DECODE_OPTIONS)
+    _check_device(args)
+    ours = frozenset(ext for entry in CODECS for ext in entry.extensions)
+    job = expand(args.inputs, None if args.allow_foreign else ours)
+    plan_outputs(job, args.output, suffix)
 
-    return _run(urls, work, "decoded")
+    def work(source: Source, target: str, progress: StepProgress) -> tuple[int, int, float]:
+        _check_output(target, args.overwrite)
+        raw = _read(source.url)
+        if raw[: len(container.MAGIC)] == container.MAGIC:
+            parsed = fileinfo.read_file(raw, max_pixels=options.get("max_pixels", limits.max_pixels_default()))
+            image = decode_file(parsed, progress=progress, **options)
+        else:
+            with _open_image(raw, source.url) as foreign:
+                if not args.allow_foreign:
+                    raise UsageError(f"is a {foreign.format} file, not a diffcodec file "
+                                     "(pass --allow-foreign to convert it anyway)")
+                foreign.load()
+                image = foreign.copy()
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        write_bytes_atomic(buffer.getvalue(), target)
+        return len(raw), len(buffer.getvalue()), container.bits_per_pixel(len(raw), image.width, image.height)
+
+    return _run(job, work, "decoded", args.progress)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    status = 0
-    for url in expand(args.inputs):
+    job = expand(args.inputs)
+    status = 1 if job.missing or not job.pairs else 0
+    for item in job.missing:
+        print(f"{item}: FAILED: no file matches", file=sys.stderr)
+    for source, _ in job.pairs:
         try:
-            meta = fileinfo.info(_read(url))
-        except (DiffCodecError, OSError) as exc:
-            print(f"{url}: {exc}", file=sys.stderr)
+            meta = fileinfo.info(_read(source.url))
+        except Exception as exc:  # one line per bad file, then the next
+            print(f"{source.url}: FAILED: {_describe_failure(exc)}", file=sys.stderr)
             status = 1
             continue
         printable = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in meta.items()}
         if args.json:
-            print(json.dumps({"file": url, **printable}))
+            print(json.dumps({"file": source.url, **printable}))
         else:
-            print(url)
+            print(source.url)
             for key, value in printable.items():
                 print(f"  {key}: {value}")
     return status
@@ -164,49 +348,100 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="diffcodec", description="Diffusion-model image codecs (DDCM).")
-    commands = main.add_subparsers(dest="command", required=True)
+def _add_option(parser: argparse.ArgumentParser | Any, option: Option) -> None:
+    if option.type is None:
+        parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None, help=option.describe())
+        return
+    parser.add_argument(option.flag, type=option.type, choices=option.choices, nargs=option.nargs,
+                        metavar=option.metavar, help=option.describe())
 
-    encode = commands.add_parser("encode", help="encode images to .ddcm files")
-    encode.add_argument("inputs", nargs="+", help="image files, globs or fsspec URLs")
-    encode.add_argument("-o", "--output", required=True, help="output file, or folder (several inputs or trailing /)")
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True,
+                        help="output file, or folder (several inputs, an existing folder, or a trailing /)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    parser.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                        help="per-step progress on stderr: a bar on a terminal, plain lines otherwise (default: auto)")
+
+
+def _encode_parser(commands: Any) -> None:
+    encode = commands.add_parser("encode", help="encode images to diffcodec files",
+                                 description="Encode images (files, folders, globs, fsspec URLs) to diffcodec files.")
+    encode.add_argument("inputs", nargs="+", help="image files, folders, globs or fsspec URLs")
+    _add_common(encode)
+    encode.add_argument("--codec", default=DEFAULT_CODEC, choices=[entry.name for entry in CODECS],
+                        help=f"codec (default: {DEFAULT_CODEC})")
+    encode.add_argument("--frame", type=int, help="frame of a multi-frame image to encode (they are refused otherwise)")
     rate = encode.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, help="target bits per pixel (whole file)")
-    rate.add_argument("--quality", type=float, help="quality preset 0-100")
-    encode.add_argument("--model", help="model name, directory or Hugging Face repo id (default: builtin)")
-    encode.add_argument("--steps", type=int)
-    encode.add_argument("--codebook-size", type=int)
-    encode.add_argument("--atoms", type=int)
-    encode.add_argument("--coef-levels", type=int)
-    encode.add_argument("--selection", choices=["mp", "topm"])
-    encode.add_argument("--window", type=int, nargs=2, metavar=("HIGH", "LOW"))
-    encode.add_argument("--seed", type=int)
-    encode.add_argument("--device")
-    encode.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    encode.add_argument("--drop-alpha", action="store_true", help="do not keep an alpha channel")
+    general = encode.add_argument_group("encoding options")
+    for option in ENCODE_OPTIONS:
+        if option.cli:
+            _add_option(rate if option.name in ("bpp", "quality") else general, option)
+    seen = {option.name for option in ENCODE_OPTIONS}
+    for entry in CODECS:
+        group = encode.add_argument_group(f"{entry.name} parameters")
+        for option in entry.options:
+            if option.name not in seen:
+                _add_option(group, option)
+                seen.add(option.name)
     encode.set_defaults(run=cmd_encode)
 
-    decode = commands.add_parser("decode", help="decode .ddcm files (to PNG by default)")
-    decode.add_argument("inputs", nargs="+")
-    decode.add_argument("-o", "--output", required=True)
-    decode.add_argument("--format", default="PNG", help="Pillow format to write (default PNG)")
+
+def _decode_parser(commands: Any) -> None:
+    decode = commands.add_parser("decode", help="decode diffcodec files (to PNG by default)",
+                                 description="Decode diffcodec files to any format Pillow writes.")
+    decode.add_argument("inputs", nargs="+", help="diffcodec files, folders, globs or fsspec URLs")
+    _add_common(decode)
+    decode.add_argument("--format", default="PNG", help="Pillow format to write (default: PNG)")
+    decode.add_argument("--allow-foreign", action="store_true",
+                        help="also convert inputs that are other image formats (refused otherwise)")
+    for option in DECODE_OPTIONS:
+        if option.cli:
+            _add_option(decode, option)
     decode.set_defaults(run=cmd_decode)
 
-    show = commands.add_parser("info", help="print a file's header")
-    show.add_argument("inputs", nargs="+")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(run=cmd_info)
 
+def _plugin_commands(commands: Any) -> None:
+    """Subcommands contributed by other packages (storage, ray_jobs) through entry points."""
+    for point in entry_points(group=COMMANDS_GROUP):
+        try:
+            point.load()(commands)
+        except Exception as exc:  # a broken plugin must not take the core commands down with it
+            failure = f"diffcodec {point.name} is unavailable: {_describe_failure(exc)}"
+            broken = commands.add_parser(point.name, help=f"(unavailable: {type(exc).__name__})")
+            broken.set_defaults(run=lambda args, failure=failure: print(failure, file=sys.stderr) or 2)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="diffcodec", description="Diffusion-model image codecs as files and archives.")
+    main.add_argument("--version", action="version", version=f"diffcodec {__version__}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _encode_parser(commands)
+    _decode_parser(commands)
+    show = commands.add_parser("info", help="print a file's header (no model is loaded)")
+    show.add_argument("inputs", nargs="+")
+    show.add_argument("--json", action="store_true", help="one JSON object per file")
+    show.set_defaults(run=cmd_info)
     models = commands.add_parser("models", help="list models and where they were found")
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=cmd_models)
+    _plugin_commands(commands)
     return main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished outputs are complete, nothing partial was written", file=sys.stderr)
+        return 130
+    except DiffCodecError as exc:
+        print(f"diffcodec {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the CLI never prints a traceback
+        print(f"diffcodec {args.command}: unexpected {_describe_failure(exc)} (please report this)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class Header:
     version: int = FORMAT_VERSION
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128: seven bits per byte, least significant first, high bit set on all but the last."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -70,7 +71,7 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-class _Reader:
+class Reader:
     """Bounds-checked cursor over the file bytes; every overrun is a CorruptFileError."""
 
     def __init__(self, data: bytes | memoryview, end: int) -> None:
@@ -110,14 +111,14 @@ def pack(header: Header, payload: bytes) -> bytes:
         raise CorruptFileError("Codec parameters or fingerprint do not fit the container")
     out = bytearray(MAGIC)
     out += bytes([header.version, header.codec_id, MODE_CODES[header.mode], FLAG_CHUNKS if header.chunks else 0])
-    out += _varint(header.width) + _varint(header.height) + _varint(header.seed)
+    out += encode_varint(header.width) + encode_varint(header.height) + encode_varint(header.seed)
     out += header.fingerprint
-    out += _varint(len(name)) + name
-    out += _varint(len(header.params)) + header.params
+    out += encode_varint(len(name)) + name
+    out += encode_varint(len(header.params)) + header.params
     if header.chunks:
-        out += _varint(len(header.chunks))
+        out += encode_varint(len(header.chunks))
         for tag, data in header.chunks:
-            out += tag + _varint(len(data)) + data
+            out += tag + encode_varint(len(data)) + data
     out += payload
     out += zlib.crc32(out).to_bytes(CRC_BYTES, "little")
     return bytes(out)
@@ -128,7 +129,8 @@ def check_pixel_limit(width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise DecompressionBombError(
             f"Image size {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(raise it with max_pixels= or PIL.Image.MAX_IMAGE_PIXELS if you trust the file)"
+            "(raise it with max_pixels=, pillow_diffcodec.limits.MAX_DECODE_PIXELS or PIL.Image.MAX_IMAGE_PIXELS if you "
+            "trust the file)"
         )
 
 
@@ -138,7 +140,7 @@ def parse(data: bytes | memoryview, *, max_pixels: int | None = None) -> tuple[H
         raise NotDiffCodecFileError("Not a diffcodec file: the magic bytes b'\\x89DFC' are missing")
     if len(data) < len(MAGIC) + 4 + CRC_BYTES:
         raise CorruptFileError(f"File is truncated: {len(data)} bytes cannot hold a header")
-    reader = _Reader(data, len(data) - CRC_BYTES)
+    reader = Reader(data, len(data) - CRC_BYTES)
     reader.take(len(MAGIC), "magic")
     version = reader.u8("format version")
     if version != FORMAT_VERSION:
@@ -195,3 +197,8 @@ def parse(data: bytes | memoryview, *, max_pixels: int | None = None) -> tuple[H
 def header_size(header: Header) -> int:
     """Bytes a file with this header spends outside its payload (CRC included)."""
     return len(pack(header, b""))
+
+
+def bits_per_pixel(file_bytes: int, width: int, height: int) -> float:
+    """Honest accounting (DESIGN.md promise 3): 8 x whole-file bytes / (width x height), headers included."""
+    return 8 * file_bytes / (width * height)

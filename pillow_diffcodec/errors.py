@@ -33,7 +33,11 @@ class UnsupportedVersionError(CorruptFileError):
 
 
 class DecompressionBombError(DiffCodecError, OSError):
-    """The file declares an image larger than the configured pixel limit."""
+    """The file declares an image larger than the pixel limit, or more decoding work than the work limit."""
+
+
+class ResourceExhaustedError(DiffCodecError, MemoryError):
+    """Encoding or decoding ran out of memory (host or accelerator); nothing was written."""
 
 
 class ModelNotFoundError(DiffCodecError, KeyError):
@@ -56,3 +60,7 @@ class UnknownCodecError(DiffCodecError, KeyError):
 
 class EncodingError(DiffCodecError, RuntimeError):
     """An internal consistency check failed while encoding (a bug: please report it)."""
+
+
+class RateFallbackWarning(UserWarning):
+    """A quality preset asked for less than the smallest possible file; the smallest file was written."""

@@ -1,12 +1,55 @@
-"""Read a file's header into a dict without loading a model or importing torch."""
+"""Read a file's header once: parse, find the codec, read its parameters (no model, no torch)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import container
-from .codecs import codec_by_id
+from .codecs import CodecEntry, CodecParams, codec_by_id
 from .imagemodes import chunk_info
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """A verified file: header, payload, its codec and parameters."""
+
+    header: container.Header
+    payload: bytes
+    codec: CodecEntry
+    params: CodecParams
+    size: int  # whole-file bytes
+
+    @property
+    def bpp(self) -> float:
+        return container.bits_per_pixel(self.size, self.header.width, self.header.height)
+
+    def info(self) -> dict[str, Any]:
+        """Header fields as :func:`info` returns them."""
+        header = self.header
+        return {
+            "codec": self.codec.name,
+            "format_version": header.version,
+            "width": header.width,
+            "height": header.height,
+            "mode": header.mode,
+            "model": header.model_name,
+            "fingerprint": header.fingerprint.hex(),
+            "seed": header.seed,
+            "params": self.params.to_dict(),
+            "bytes": self.size,
+            "payload_bytes": len(self.payload),
+            "bpp": self.bpp,
+            "chunks": [tag.decode("latin-1") for tag, _ in header.chunks],
+            **chunk_info(header.chunks),
+        }
+
+
+def read_file(data: bytes | memoryview, *, max_pixels: int | None = None) -> ParsedFile:
+    """Parse and verify ``data`` (CRC, codec id, codec parameters); raises CorruptFileError and kin."""
+    header, payload = container.parse(data, max_pixels=max_pixels)
+    entry = codec_by_id(header.codec_id)
+    return ParsedFile(header, payload, entry, entry.params.from_bytes(header.params), len(data))
 
 
 def info(data: bytes) -> dict[str, Any]:
@@ -15,22 +58,4 @@ def info(data: bytes) -> dict[str, Any]:
     Keys: codec, format_version, width, height, mode, model, fingerprint, seed, params, bytes,
     payload_bytes, bpp (whole file), chunks, plus original_mode / icc_profile / exif / xmp when present.
     """
-    header, payload = container.parse(data, max_pixels=None)
-    entry = codec_by_id(header.codec_id)
-    params = entry.params.from_bytes(header.params)
-    return {
-        "codec": entry.name,
-        "format_version": header.version,
-        "width": header.width,
-        "height": header.height,
-        "mode": header.mode,
-        "model": header.model_name,
-        "fingerprint": header.fingerprint.hex(),
-        "seed": header.seed,
-        "params": params.to_dict(),
-        "bytes": len(data),
-        "payload_bytes": len(payload),
-        "bpp": 8 * len(data) / (header.width * header.height),
-        "chunks": [tag.decode("latin-1") for tag, _ in header.chunks],
-        **chunk_info(header.chunks),
-    }
+    return read_file(data).info()

@@ -14,77 +14,63 @@ from typing import IO, Any
 from PIL import Image, ImageFile
 
 from . import container
-from .codecs import CODECS, CODECS_BY_ID, CodecEntry, codec_by_id
-from .errors import InvalidParameterError, NotDiffCodecFileError
-from .imagemodes import chunk_info
+from .codecs import CODECS, CODECS_BY_ID, CodecEntry
+from .errors import NotDiffCodecFileError
+from .fileinfo import ParsedFile, read_file
+from .options import DECODE_OPTIONS, ENCODE_OPTIONS, check_known, names
 
 MAX_FILE_BYTES = 1 << 28  # refuse to read more than 256 MiB into memory as one image
 DECODER_NAME = "diffcodec"
-SAVE_OPTIONS = frozenset(
-    {"model", "bpp", "quality", "seed", "device", "dtype", "keep_alpha", "icc_profile", "exif", "xmp",
-     "steps", "codebook_size", "atoms", "coef_levels", "selection", "window"}
-)
-OPEN_OPTIONS = frozenset({"device", "dtype"})
+OPEN_OPTIONS = names(DECODE_OPTIONS) - {"model"}  # defaults that also apply when Pillow decodes
 _defaults: dict[str, Any] = {}
 
 
-class DiffCodecImageFile(ImageFile.ImageFile):
-    """A diffcodec file opened by Pillow; ``format`` is the codec's name."""
+def save_options(entry: CodecEntry) -> frozenset[str]:
+    """Keywords ``Image.save(..., format=entry.name)`` accepts: the generic encode options plus the codec's own."""
+    return names(ENCODE_OPTIONS) | names(entry.options)
 
-    format = "DDCM"
-    format_description = "diffusion codec image"
-    codec_id = 1
+
+class DiffCodecImageFile(ImageFile.ImageFile):
+    """A diffcodec file opened by Pillow; ``format`` is the codec's name (set per codec by :func:`_plugin_class`)."""
+
+    format: str
+    format_description: str
 
     def _open(self) -> None:
         data = self.fp.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise SyntaxError(f"diffcodec file larger than {MAX_FILE_BYTES} bytes")
         try:
-            header, payload = container.parse(data)
-            params = codec_by_id(header.codec_id).params.from_bytes(header.params)
+            parsed = read_file(data)
         except NotDiffCodecFileError as exc:
             raise SyntaxError(str(exc)) from None  # not ours after all: let Pillow try other formats
-        self._size = (header.width, header.height)
-        self._mode = header.mode
-        self.info.update(
-            codec=self.format,
-            bpp=8 * len(data) / (header.width * header.height),
-            model=header.model_name,
-            fingerprint=header.fingerprint.hex(),
-            seed=header.seed,
-            params=params.to_dict(),
-            **chunk_info(header.chunks),
-        )
-        self.tile = [ImageFile._Tile(DECODER_NAME, (0, 0, *self.size), 0, None)]
+        self._size = (parsed.header.width, parsed.header.height)
+        self._mode = parsed.header.mode
+        self.info.update({key: value for key, value in parsed.info().items() if key not in ("width", "height", "mode")})
+        self.tile = [ImageFile._Tile(DECODER_NAME, (0, 0, *self.size), 0, parsed)]
 
 
 class DiffCodecDecoder(ImageFile.PyDecoder):
-    """Decodes a whole file at once (the codec has no notion of partial rows)."""
+    """Decodes the whole file at once from the header parsed by ``_open`` (the bytes are read once)."""
 
     _pulls_fd = True
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
-        from .api import decode
+        from .api import decode_file
 
-        if self.fd is None:
-            raise OSError("diffcodec decoder was given no file to read")
-        self.fd.seek(0)
-        image = decode(self.fd.read(MAX_FILE_BYTES + 1), **{k: v for k, v in _defaults.items() if k in OPEN_OPTIONS})
+        parsed: ParsedFile = self.args[0]  # the tile's args, set by _open
+        image = decode_file(parsed, **{k: v for k, v in _defaults.items() if k in OPEN_OPTIONS})
         self.set_as_raw(image.tobytes(), image.mode)
         return -1, 0
 
 
-def _saver(codec: str) -> Any:
+def _saver(entry: CodecEntry) -> Any:
     def save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         from .api import encode
 
         options = {**_defaults, **im.encoderinfo}
-        unknown = sorted(set(options) - SAVE_OPTIONS)
-        if unknown:
-            raise InvalidParameterError(
-                f"Unknown {codec} save option(s) {unknown}; expected some of {sorted(SAVE_OPTIONS)}"
-            )
-        fp.write(encode(im, codec=codec, **options))
+        check_known(options, [*ENCODE_OPTIONS, *entry.options], f"{entry.name} save")
+        fp.write(encode(im, codec=entry.name, **options))
 
     return save
 
@@ -93,7 +79,7 @@ def _plugin_class(entry: CodecEntry) -> type[DiffCodecImageFile]:
     return type(
         f"{entry.name.title()}ImageFile",
         (DiffCodecImageFile,),
-        {"format": entry.name, "format_description": entry.description, "codec_id": entry.codec_id},
+        {"format": entry.name, "format_description": entry.description},
     )
 
 
@@ -113,17 +99,15 @@ def register_diffcodec_opener(**defaults: Any) -> None:
     """Register every codec as a Pillow format (open and save), with default save options.
 
     ``defaults`` take the keys of ``Image.save(..., format="DDCM", **options)`` (``model``, ``bpp``,
-    ``quality``, ``device``, ``dtype``, ...); ``device`` and ``dtype`` also apply when decoding.
+    ``quality``, ``device``, ``dtype``, ...); ``device``, ``dtype`` and ``max_work`` also apply when decoding.
     """
-    unknown = sorted(set(defaults) - SAVE_OPTIONS)
-    if unknown:
-        raise InvalidParameterError(f"Unknown default option(s) {unknown}; expected some of {sorted(SAVE_OPTIONS)}")
+    check_known(defaults, [*ENCODE_OPTIONS, *DECODE_OPTIONS, *(o for e in CODECS for o in e.options)], "default")
     _defaults.clear()
     _defaults.update(defaults)
     Image.register_decoder(DECODER_NAME, DiffCodecDecoder)
     for entry in CODECS:
         plugin = _plugin_class(entry)
         Image.register_open(entry.name, plugin, _acceptor(entry.codec_id))
-        Image.register_save(entry.name, _saver(entry.name))
+        Image.register_save(entry.name, _saver(entry))
         Image.register_extensions(entry.name, list(entry.extensions))
         Image.register_mime(entry.name, entry.mime)

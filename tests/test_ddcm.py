@@ -106,8 +106,8 @@ def test_tile_grid_split_and_join_are_inverse() -> None:
 
 
 def test_tiles_multiply_the_rate_at_the_same_scan_cost(model, photo) -> None:
-    whole = pdc.encode_images([photo], model=model, steps=4, codebook_size=64)[0]
-    tiled = pdc.encode_images([photo], model=model, steps=4, codebook_size=64, tile=16)[0]
+    whole = pdc.encode_images([photo], model=model, steps=4, codebook_size=64, selection="mp", tile=0)[0]
+    tiled = pdc.encode_images([photo], model=model, steps=4, codebook_size=64, selection="mp", tile=16)[0]
     assert pdc.decode(tiled.data, model=model).tobytes() == tiled.reconstruction.tobytes()
     payload = len(tiled.data) - len(whole.data)
     assert payload > 0 and pdc.info(tiled.data)["params"]["tile"] == 16
@@ -126,7 +126,7 @@ def test_symbols_round_trip(selection: str) -> None:
 
 
 def test_rate_formulas() -> None:
-    mp = ddcm.DDCMParams(codebook_size=1024, atoms=4, coef_levels=8)
+    mp = ddcm.DDCMParams(codebook_size=1024, atoms=4, coef_levels=8, selection="mp")
     assert math.isclose(mp.bits_per_step(), sum(math.log2(1024 - m) for m in range(4)) + 3 * 3)
     topm = ddcm.DDCMParams(codebook_size=1024, atoms=4, selection="topm")
     assert math.isclose(topm.bits_per_step(), math.log2(math.comb(1024, 4)) + 4)

@@ -32,7 +32,7 @@ def test_google_ddpm_flat_layout(tmp_path) -> None:
     DDPMScheduler(num_train_timesteps=1000, prediction_type="epsilon").save_pretrained(tmp_path)
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
     model = PixelDiffusionModel.from_directory(tmp_path)
-    assert model.channels == 3 and model.size_multiple == 2
+    assert model.image_channels == model.sample_channels == 3 and model.size_multiple == 2
     assert model.fingerprint == PixelDiffusionModel(unet, model.schedule, "x").fingerprint
 
 
@@ -64,7 +64,7 @@ def test_missing_model_says_what_and_how(tmp_path, photo, monkeypatch) -> None:
         pdc.encode(photo, model=str(tmp_path / "nope"))
     with pytest.raises(ModelNotFoundError, match=r"'google/ddpm-cifar10-32' \(32x32.*nothing is downloaded"):
         load_model("google/ddpm-cifar10-32")
-    with pytest.raises(ModelNotFoundError, match="No pixel diffusion model in"):
+    with pytest.raises(ModelNotFoundError, match="No diffusion model in .*expected a pixel DDPM"):
         pdc.encode(photo, model=str(tmp_path))
     with pytest.raises(KeyError):  # also a KeyError, like a missing registry entry
         load_model(str(tmp_path / "nope"))

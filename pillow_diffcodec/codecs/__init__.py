@@ -2,19 +2,22 @@
 
 Ids are explicit numbers written into every file and never derived from registration order.
 Reserved for the codecs that follow DDCM: 2 PSC, 3 CDC, 4 CorrDiff, 5 foundation latent diffusion.
-Each entry names its torch-free parameter class (enough to read a header) and the module that
-runs the codec, imported only when something is encoded or decoded.
+Each entry names its torch-free parameter class (enough to read a header) and the runner module
+(:class:`~.base.Codec`), imported only when something is encoded or decoded.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import cast
 
 from ..errors import UnknownCodecError, UnsupportedVersionError
+from ..options import Option, params_options
+from .base import Codec, CodecParams
 from .ddcm_format import DDCMParams
+
+__all__ = ["CODECS", "Codec", "CodecEntry", "CodecParams", "codec_by_id", "codec_by_name"]
 
 
 @dataclass(frozen=True)
@@ -23,15 +26,20 @@ class CodecEntry:
 
     name: str
     codec_id: int
-    params: type[Any]
+    params: type[CodecParams]
     module: str
     extensions: tuple[str, ...]
     mime: str
     description: str
 
-    def load(self) -> ModuleType:
-        """Import the module that encodes and decodes (brings in torch)."""
-        return importlib.import_module(self.module)
+    def load(self) -> Codec:
+        """Import the runner module (brings in torch)."""
+        return cast(Codec, importlib.import_module(self.module))
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """The codec's own options: the fields of its parameter class."""
+        return params_options(self.params)
 
 
 CODECS: tuple[CodecEntry, ...] = (
@@ -47,6 +55,7 @@ CODECS: tuple[CodecEntry, ...] = (
 )
 CODECS_BY_NAME = {entry.name: entry for entry in CODECS}
 CODECS_BY_ID = {entry.codec_id: entry for entry in CODECS}
+DEFAULT_CODEC = "DDCM"
 
 
 def codec_by_name(name: str) -> CodecEntry:

@@ -28,32 +28,34 @@ residual splits over tiles, choosing per tile is the same search over a product 
 from __future__ import annotations
 
 import math
-from collections import Counter
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
-from .. import entropy
 from ..codebook import codebook_scores, codewords
-from ..errors import CorruptFileError, InvalidParameterError
+from ..errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
 from ..models import DiffusionModel
+from ..options import DEFAULT_QUALITY
+from .base import Progress
 from .ddcm_format import (
-    CODEC_ID,
-    FORMAT_NAME,
+    MAX_ATOMS,
     TRIVIAL_CHOICE,
     Choices,
     DDCMParams,
     StepChoice,
-    all_symbol_sizes,
-    history_from_symbols,
-    payload_symbols,
+    payload_size,
+    read_payload,
     symbols_to_choice,
+    write_payload,
 )
 
-__all__ = ["CODEC_ID", "FORMAT_NAME", "DDCMParams", "decode_payload", "encode_batch", "generate", "payload_bytes"]
+__all__ = ["DDCMParams", "choose_params", "decode", "encode_batch", "generate", "params_for_bpp", "payload_bytes"]
 MP_CANDIDATES_PER_ATOM = 4
+MIN_QUALITY_BPP = 0.01
 
 
 @dataclass(frozen=True)
@@ -170,13 +172,14 @@ def run_sampler(
     batch: int,
     sample_shape: tuple[int, int, int],
     select: Selector,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, list[list[Choices]]]:
     """Run the respaced DDPM chain with codebook noise for ``batch`` samples.
 
     ``select(step, size, x0hat)`` returns every sample's per-tile choices for codebook step
     ``step`` of size ``size``. The model is called one sample at a time so that a decoder working
     on one file reproduces the encoder's numbers bit for bit. Returns the final samples
-    (batch, C, H, W) and the choices per step and sample.
+    (batch, C, H, W) and the choices per step and sample; ``progress(n, T)`` follows the model calls.
     """
     schedule = model.schedule
     timesteps = schedule.timesteps(params.steps)
@@ -188,6 +191,8 @@ def run_sampler(
     history: list[list[Choices]] = []
     for n, t in enumerate(timesteps):
         x0hat = torch.stack([model.predict_x0(x[b], t) for b in range(batch)])
+        if progress is not None:
+            progress(n + 1, len(timesteps))
         if n == len(timesteps) - 1:
             return x0hat, history
         c0, ct, sigma = schedule.posterior(t, timesteps[n + 1])
@@ -249,7 +254,7 @@ def replay_selector(history: list[Choices]) -> Selector:
     return select
 
 
-def _check_against_model(params: DDCMParams, model: DiffusionModel) -> list[int]:
+def _step_sizes(params: DDCMParams, model: DiffusionModel) -> list[int]:
     """Validate the parameters against the model's schedule; returns the per-step codebook sizes."""
     n = model.schedule.num_train_timesteps
     if params.window is not None and params.window[0] >= n:
@@ -258,64 +263,134 @@ def _check_against_model(params: DDCMParams, model: DiffusionModel) -> list[int]
 
 
 def payload_bytes(params: DDCMParams, model: DiffusionModel, width: int, height: int) -> int:
-    """Exact payload length for these parameters, model and image size (independent of the pixels).
-
-    Computed per distinct codebook size, so a hostile header cannot make it build long lists.
-    """
+    """Exact payload length for these parameters, model and image size (independent of the pixels)."""
     tiles = TileGrid.for_sample(model.sample_shape(width, height), params.tile).count
-    counts = Counter(_check_against_model(params, model))
-    return entropy.payload_size_grouped((params.symbol_sizes(size), n * tiles) for size, n in counts.items())
+    return payload_size(params, _step_sizes(params, model), tiles)
+
+
+def quality_to_bpp(quality: float) -> float:
+    """Quality preset (0-100) to a target rate: 0.01 bpp at 0, doubling every 12.5 points (2.56 at 100)."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 <= quality <= 100:
+        raise InvalidParameterError(f"Expected quality in [0, 100], got {quality!r}")
+    return MIN_QUALITY_BPP * 2 ** (quality / 12.5)
+
+
+def params_for_bpp(
+    bpp: float, model: DiffusionModel, base: DDCMParams, file_size: Callable[[DDCMParams], int], pixels: int,
+    *, fallback: bool = False,
+) -> DDCMParams:
+    """The largest configuration of the family around ``base`` whose whole file is at most ``bpp``.
+
+    Atoms M grow first (binary search; topm only while bits still grow with M, up to 2K/3), then
+    K grows 4x at a time; below M = 1 only the first steps are coded (a window, K = 1 afterwards)
+    while the sampler keeps all its steps. When even a file without payload exceeds the target this
+    raises, or with ``fallback`` returns that smallest file with a :class:`RateFallbackWarning`.
+    """
+    if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp <= 64:
+        raise InvalidParameterError(f"Expected bpp in (0, 64], got {bpp!r}")
+    budget = math.floor(bpp * pixels / 8)
+
+    def fits(params: DDCMParams) -> bool:
+        return file_size(params) <= budget
+
+    def largest(low: int, high: int, make: Callable[[int], DDCMParams]) -> int:
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(make(mid)) else (low, mid - 1)
+        return low
+
+    base = replace(base, atoms=1)
+    if not fits(base):
+        timesteps = model.schedule.timesteps(base.steps)
+
+        def first_steps_coded(count: int) -> DDCMParams:
+            """Code only the first ``count`` steps (DDCM App. B.4's window; K = 1 afterwards)."""
+            high = model.schedule.num_train_timesteps - 1
+            return replace(base, window=(high, timesteps[count - 1]) if count else (0, 0))
+
+        if not fits(first_steps_coded(0)):
+            smallest = first_steps_coded(0)
+            minimum = 8 * file_size(smallest) / pixels
+            message = f"bpp={bpp:.5g} is below the minimum {minimum:.5f} for this image (header, alpha and metadata included)"
+            if not fallback:
+                raise InvalidParameterError(message)
+            warnings.warn(f"{message}; writing the smallest file instead", RateFallbackWarning, stacklevel=2)
+            return smallest
+        return first_steps_coded(largest(0, len(timesteps) - 1, first_steps_coded))
+    size = base.codebook_size
+    while True:
+        cap = min(MAX_ATOMS, size if base.selection == "mp" else max(1, (2 * size - 1) // 3))
+        params = replace(base, codebook_size=size)
+        atoms = largest(1, cap, lambda m: replace(params, atoms=m))
+        if atoms < cap or size * 4 > 1 << 16:
+            return replace(params, atoms=atoms)
+        size *= 4
+
+
+def choose_params(
+    model: DiffusionModel, given: dict[str, Any], bpp: float | None, quality: float | None,
+    file_size: Callable[[DDCMParams], int], pixels: int,
+) -> DDCMParams:
+    """Rate control. Explicit parameters without a rate are used as given (the rest from the defaults);
+    ``bpp=`` or ``quality=`` (default quality when nothing is given) searches atoms, then codebook size,
+    around the defaults with every given parameter fixed. A quality preset below the smallest possible
+    file falls back to that file (with a warning); an explicit ``bpp=`` never exceeds its target."""
+    if bpp is not None and quality is not None:
+        raise InvalidParameterError("Give bpp= or quality=, not both")
+    if bpp is None and quality is None:
+        if given:
+            return DDCMParams.from_dict(given)
+        quality = DEFAULT_QUALITY
+    base = DDCMParams.from_dict(given)
+    if bpp is not None:
+        return params_for_bpp(bpp, model, base, file_size, pixels)
+    return params_for_bpp(quality_to_bpp(quality), model, base, file_size, pixels, fallback=True)
 
 
 def encode_batch(
-    model: DiffusionModel, params: DDCMParams, seed: int, pixels: Sequence[torch.Tensor]
+    model: DiffusionModel, params: DDCMParams, seed: int, pixels: Sequence[torch.Tensor],
+    progress: Progress | None = None,
 ) -> list[tuple[bytes, torch.Tensor]]:
     """Encode same-size uint8 images (C, H, W); returns (payload, reconstruction) per image.
 
     The codebooks of every step are scanned once for the whole batch. The reconstruction is the
     uint8 image the decoder will produce from the payload.
     """
-    step_sizes = _check_against_model(params, model)
+    step_sizes = _step_sizes(params, model)
     height, width = pixels[0].shape[1:]
     if any(p.shape != pixels[0].shape for p in pixels):
         raise InvalidParameterError("encode_batch needs images of one size and mode; encode others separately")
     targets = torch.stack([model.to_model_space(p) for p in pixels])
     final, history = run_sampler(
-        model, params, seed, len(pixels), tuple(targets.shape[1:]), search_selector(params, targets, seed)
+        model, params, seed, len(pixels), tuple(targets.shape[1:]), search_selector(params, targets, seed), progress
     )
-    results = []
-    for b in range(len(pixels)):
-        values, sizes = payload_symbols(params, step_sizes, [step[b] for step in history])
-        results.append((entropy.encode_uniform(values, sizes), model.to_pixels(final[b], width, height)))
-    return results
+    return [
+        (write_payload(params, step_sizes, [step[b] for step in history]), model.to_pixels(final[b], width, height))
+        for b in range(len(pixels))
+    ]
 
 
-def decode_payload(
-    model: DiffusionModel, params: DDCMParams, seed: int, width: int, height: int, payload: bytes
+def decode(
+    model: DiffusionModel, params: DDCMParams, seed: int, width: int, height: int, payload: bytes,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """Replay the sampler with the stored choices; returns uint8 pixels (C, height, width)."""
     try:
-        step_sizes = _check_against_model(params, model)
+        step_sizes = _step_sizes(params, model)
     except InvalidParameterError as exc:
         raise CorruptFileError(f"DDCM parameters do not fit model {model.name!r}: {exc}") from None
-    expected = payload_bytes(params, model, width, height)
-    if len(payload) != expected:
-        raise CorruptFileError(f"Payload has {len(payload)} bytes; the file's DDCM parameters require {expected}")
     shape = model.sample_shape(width, height)
-    tiles = TileGrid.for_sample(shape, params.tile).count
-    sizes = all_symbol_sizes(params, step_sizes, tiles)
-    history = history_from_symbols(params, step_sizes, tiles, entropy.decode_uniform(payload, sizes))
-    final, _ = run_sampler(model, params, seed, 1, shape, replay_selector(history))
+    history = read_payload(params, step_sizes, TileGrid.for_sample(shape, params.tile).count, payload)
+    final, _ = run_sampler(model, params, seed, 1, shape, replay_selector(history), progress)
     return model.to_pixels(final[0], width, height)
 
 
 def generate(
     model: DiffusionModel, params: DDCMParams, seed: int, width: int, height: int, rng: np.random.Generator
 ) -> tuple[bytes, torch.Tensor]:
-    """Compressed generation: a random sample and the payload that reproduces it."""
-    step_sizes = _check_against_model(params, model)
+    """Compressed generation (Sec. 4): a random sample and the payload that reproduces it."""
+    step_sizes = _step_sizes(params, model)
     shape = model.sample_shape(width, height)
     tiles = TileGrid.for_sample(shape, params.tile).count
     final, history = run_sampler(model, params, seed, 1, shape, random_selector(params, tiles, rng))
-    values, sizes = payload_symbols(params, step_sizes, [step[0] for step in history])
-    return entropy.encode_uniform(values, sizes), model.to_pixels(final[0], width, height)
+    return write_payload(params, step_sizes, [step[0] for step in history]), model.to_pixels(final[0], width, height)

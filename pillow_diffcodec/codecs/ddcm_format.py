@@ -1,22 +1,22 @@
 """DDCM parameters and bitstream layout, free of torch so that headers parse without it.
 
-See :mod:`.ddcm` for the codec itself and docs/FORMAT.md for the byte-level description.
+See :mod:`.ddcm` for the codec itself and docs/FORMAT.md for the byte-level description. The codec's
+name and file id live in the registry (:mod:`pillow_diffcodec.codecs`) only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..container import _Reader, _varint
+from .. import entropy
+from ..container import Reader, encode_varint
 from ..errors import CorruptFileError, InvalidParameterError
 
-CODEC_ID = 1
-FORMAT_NAME = "DDCM"
 SELECTIONS = {"mp": 0, "topm": 1}
 MAX_STEPS = 4096
 MAX_CODEBOOK_SIZE = 1 << 20
@@ -42,15 +42,25 @@ class DDCMParams:
     ``tile`` splits the sample into ``tile`` x ``tile`` squares, each with its own codebooks, so
     one step carries ``tiles x log2 K`` bits at the cost of one K-codeword scan of the whole image
     (0: the whole image is one tile, as in the paper).
+
+    The field defaults are the one family of defaults: parameters given without ``bpp=``/``quality=``
+    are completed from them, and rate control searches atoms and codebook size starting from them
+    (with any given parameter fixed). They suit the built-in model on a CPU; the paper's settings
+    (T = 1000, K up to 8192, ``selection="mp"``, ``tile=0``) are all expressible.
     """
 
-    steps: int = 50
-    codebook_size: int = 256
-    atoms: int = 1
-    coef_levels: int = 1
-    selection: str = "mp"
-    window: tuple[int, int] | None = None
-    tile: int = 0
+    steps: int = field(default=20, metadata={"help": "sampler steps T (model calls per image)"})
+    codebook_size: int = field(default=64, metadata={"help": "codebook size K per step and tile"})
+    atoms: int = field(default=1, metadata={"help": "codewords combined per step and tile, M"})
+    coef_levels: int = field(default=1, metadata={"help": "coefficient levels C of matching pursuit (mp only)"})
+    selection: str = field(default="topm", metadata={
+        "help": "'mp': matching pursuit (the paper); 'topm': Turbo-DDCM's top-M atoms with signs",
+        "choices": ("mp", "topm")})
+    window: tuple[int, int] | None = field(default=None, metadata={
+        "help": "(high, low) training timesteps whose steps are coded; K = 1 elsewhere (None: every step)",
+        "type": int, "nargs": 2, "metavar": ("HIGH", "LOW")})
+    tile: int = field(default=32, metadata={
+        "help": "side of the square tiles that each choose their own codewords (0: whole image, as in the paper)"})
 
     def __post_init__(self) -> None:
         _check_range("steps", self.steps, 1, MAX_STEPS)
@@ -88,16 +98,16 @@ class DDCMParams:
     def to_bytes(self) -> bytes:
         """Header encoding: varints steps, K, M, C, tile; u8 selection; u8 flags; [varint high, low]."""
         flags = PARAM_FLAG_WINDOW if self.window is not None else 0
-        out = _varint(self.steps) + _varint(self.codebook_size) + _varint(self.atoms) + _varint(self.coef_levels)
-        out += _varint(self.tile)
+        out = b"".join(encode_varint(v) for v in (self.steps, self.codebook_size, self.atoms, self.coef_levels))
+        out += encode_varint(self.tile)
         out += bytes([SELECTIONS[self.selection], flags])
         if self.window is not None:
-            out += _varint(self.window[0]) + _varint(self.window[1])
+            out += encode_varint(self.window[0]) + encode_varint(self.window[1])
         return out
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DDCMParams:
-        reader = _Reader(data, len(data))
+        reader = Reader(data, len(data))
         try:
             steps = reader.varint("steps", MAX_STEPS)
             size = reader.varint("codebook_size", MAX_CODEBOOK_SIZE)
@@ -117,6 +127,10 @@ class DDCMParams:
             return cls(steps, size, atoms, levels, selections[selection_code], window, tile)
         except InvalidParameterError as exc:
             raise CorruptFileError(f"Invalid DDCM parameters in file: {exc}") from None
+
+    def decode_model_calls(self) -> int:
+        """Model calls a decoder makes (one per step): the work figure that decode limits apply to."""
+        return self.steps
 
     def step_sizes(self, timesteps: Sequence[int]) -> list[int]:
         """Codebook size used after each of the first T-1 model calls (K, or 1 outside the window)."""
@@ -211,12 +225,30 @@ def payload_symbols(
     return values, sizes
 
 
-def all_symbol_sizes(params: DDCMParams, step_sizes: Sequence[int], tiles: int) -> list[int]:
-    """Alphabet sizes of every symbol in the payload, known from the parameters and tile count alone."""
-    return [s for size in step_sizes for _ in range(tiles) for s in params.symbol_sizes(size)]
+def write_payload(params: DDCMParams, step_sizes: Sequence[int], history: Sequence[Choices]) -> bytes:
+    """One image's choices (per step, per tile) -> its entropy-coded payload."""
+    values, sizes = payload_symbols(params, step_sizes, history)
+    return entropy.encode_uniform(values, sizes)
 
 
-def history_from_symbols(
+def payload_size(params: DDCMParams, step_sizes: Sequence[int], tiles: int) -> int:
+    """Exact payload length, computed per distinct codebook size so a hostile header cannot make it build long lists."""
+    counts: dict[int, int] = {}
+    for size in step_sizes:
+        counts[size] = counts.get(size, 0) + 1
+    return entropy.payload_size_grouped((params.symbol_sizes(size), n * tiles) for size, n in counts.items())
+
+
+def read_payload(params: DDCMParams, step_sizes: Sequence[int], tiles: int, payload: bytes) -> list[Choices]:
+    """A payload -> the choices it stores, per step and tile (length, symbols and ranks validated)."""
+    expected = payload_size(params, step_sizes, tiles)
+    if len(payload) != expected:
+        raise CorruptFileError(f"Payload has {len(payload)} bytes; the file's DDCM parameters require {expected}")
+    sizes = [s for size in step_sizes for _ in range(tiles) for s in params.symbol_sizes(size)]
+    return _history_from_symbols(params, step_sizes, tiles, entropy.decode_uniform(payload, sizes))
+
+
+def _history_from_symbols(
     params: DDCMParams, step_sizes: Sequence[int], tiles: int, values: Sequence[int]
 ) -> list[Choices]:
     """Rebuild one image's choices from its decoded payload symbols (validating them)."""

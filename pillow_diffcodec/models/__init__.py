@@ -2,9 +2,9 @@
 
 A reference resolves, in order, to:
 
-1. a model object passed in directly;
+1. a model object passed in directly (anything implementing :class:`.base.DiffusionModel`);
 2. a built-in model shipped in this package (``"builtin"``, the default);
-3. a local directory in diffusers layout (see :mod:`.pixel`);
+3. a local directory in one of the known layouts (:data:`LAYOUTS`; see :mod:`.pixel`);
 4. a Hugging Face repo id (``"google/ddpm-cifar10-32"``) already in the local Hugging Face cache.
    Nothing is ever downloaded: lookups use ``local_files_only``.
 
@@ -16,15 +16,37 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ModelNotFoundError
+from .base import DiffusionModel, resolve_device, resolve_dtype
 from .pixel import PixelDiffusionModel, find_pixel_layout
 
-DiffusionModel = PixelDiffusionModel
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """A kind of model folder the registry can load."""
+
+    kind: str
+    expects: str  # the files it looks for, for error messages
+    recognises: Callable[[Path], bool]
+    load: Callable[..., DiffusionModel]  # (directory, *, name, device, dtype) -> model
+
+
+LAYOUTS: tuple[ModelLayout, ...] = (
+    ModelLayout(
+        kind="pixel DDPM",
+        expects="unet/ + scheduler/scheduler_config.json (DDPMPipeline.save_pretrained) or config.json + "
+        "diffusion_pytorch_model.* + scheduler_config.json (google/ddpm-*)",
+        recognises=lambda directory: find_pixel_layout(directory) is not None,
+        load=PixelDiffusionModel.from_directory,
+    ),
+)
 DEFAULT_MODEL = "builtin"
 BUILTIN_MODELS = {"builtin": Path(__file__).parent / "builtin"}
 KNOWN_PIXEL_MODELS = {
@@ -39,7 +61,10 @@ KNOWN_PIXEL_MODELS = {
 MODEL_CACHE_SIZE = 4
 _cache: OrderedDict[tuple[str, str, str], DiffusionModel] = OrderedDict()
 
-__all__ = ["DiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache", "load_model", "locate"]
+__all__ = [
+    "LAYOUTS", "DiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache", "load_model", "locate",
+    "resolve_device", "resolve_dtype",
+]
 
 
 def clear_model_cache() -> None:
@@ -71,7 +96,7 @@ def _from_hf_cache(repo_id: str) -> Path | None:
 def locate(reference: str | Path) -> tuple[str, Path]:
     """(name to store in files, local directory) for a reference; raises ModelNotFoundError."""
     text = str(reference)
-    if text in BUILTIN_MODELS and find_pixel_layout(BUILTIN_MODELS[text]):
+    if text in BUILTIN_MODELS and _layout_of(BUILTIN_MODELS[text]):
         return text, BUILTIN_MODELS[text]
     path = Path(text).expanduser()
     if path.is_dir():
@@ -90,22 +115,34 @@ def locate(reference: str | Path) -> tuple[str, Path]:
     )
 
 
+def _layout_of(directory: Path) -> ModelLayout | None:
+    return next((layout for layout in LAYOUTS if layout.recognises(directory)), None)
+
+
 def load_model(
     reference: str | Path | DiffusionModel | None = None,
     *,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = None,
 ) -> DiffusionModel:
-    """Resolve ``reference`` (default: the built-in model) to a loaded model, using the cache."""
-    if isinstance(reference, PixelDiffusionModel):
+    """Resolve ``reference`` (default: the built-in model) to a loaded model, using the cache.
+
+    A model object is returned as it is; ``device`` (default cpu) and ``dtype`` (default float32)
+    are validated here, before anything is loaded.
+    """
+    if reference is not None and not isinstance(reference, (str, Path)):
         return reference
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
     name, directory = locate(DEFAULT_MODEL if reference is None else reference)
-    device = torch.device(device or "cpu")
     key = (name, str(device), str(dtype))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    model = PixelDiffusionModel.from_directory(directory, name=name, device=device, dtype=dtype)
+    layout = _layout_of(directory)
+    if layout is None:
+        expected = "; or ".join(f"a {layout.kind}: {layout.expects}" for layout in LAYOUTS)
+        raise ModelNotFoundError(f"No diffusion model in {str(directory)!r}: expected {expected}")
+    model = layout.load(directory, name=name, device=device, dtype=dtype)
     _cache[key] = model
     while len(_cache) > MODEL_CACHE_SIZE:
         _cache.popitem(last=False)
@@ -116,7 +153,7 @@ def available_models() -> list[dict[str, Any]]:
     """What ``diffcodec models`` lists: built-in models and the known published ones, with where they are."""
     rows = []
     for name, folder in BUILTIN_MODELS.items():
-        found = find_pixel_layout(folder) is not None
+        found = _layout_of(folder) is not None
         rows.append({"name": name, "kind": "built-in", "available": found, "location": str(folder)})
     for name, description in KNOWN_PIXEL_MODELS.items():
         snapshot = _from_hf_cache(name)

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ModelNotFoundError, UnsupportedImageError
 from ..schedule import NoiseSchedule
+from .base import DEFAULT_DTYPE, resolve_device
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -47,7 +48,7 @@ def find_pixel_layout(directory: Path) -> tuple[Path, Path] | None:
 
 
 class PixelDiffusionModel:
-    """A DDPM denoiser in pixel space with images scaled to [-1, 1].
+    """A DDPM denoiser in pixel space with images scaled to [-1, 1] (a :class:`~.base.DiffusionModel`).
 
     ``name`` is the reference written into files: a registry name, or the directory it was loaded
     from. ``fingerprint`` pins the weights and the schedule, so a file is never decoded with a
@@ -61,10 +62,10 @@ class PixelDiffusionModel:
         name: str,
         *,
         device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = DEFAULT_DTYPE,
         pixel_unshuffle: int = 1,
     ) -> None:
-        self.device = torch.device(device or "cpu")
+        self.device = resolve_device(device)
         self.pixel_unshuffle = pixel_unshuffle
         self.dtype = dtype
         if next(unet.parameters()).dtype != dtype:
@@ -80,7 +81,7 @@ class PixelDiffusionModel:
         *,
         name: str | None = None,
         device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = DEFAULT_DTYPE,
     ) -> PixelDiffusionModel:
         """Load a local pipeline folder or google/ddpm-* style folder (no network access)."""
         from diffusers import UNet2DModel
@@ -93,7 +94,8 @@ class PixelDiffusionModel:
                 "(DDPMPipeline.save_pretrained) or config.json + diffusion_pytorch_model.* + scheduler_config.json"
             )
         unet_dir, scheduler_file = layout
-        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
+        # low_cpu_mem_usage=False: the small models load fast without `accelerate` (and without its warning)
+        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False)
         schedule = NoiseSchedule.from_config(_read_json(scheduler_file))
         extra = _read_json(directory / "diffcodec.json") if (directory / "diffcodec.json").is_file() else {}
         return cls(
@@ -102,8 +104,13 @@ class PixelDiffusionModel:
         )
 
     @property
-    def channels(self) -> int:
+    def image_channels(self) -> int:
         return int(self.unet.config.in_channels) // self.pixel_unshuffle**2
+
+    @property
+    def sample_channels(self) -> int:
+        """Pixel space: the sampler works on the image channels themselves."""
+        return self.image_channels
 
     @property
     def size_multiple(self) -> int:
@@ -126,12 +133,14 @@ class PixelDiffusionModel:
     def sample_shape(self, width: int, height: int) -> tuple[int, int, int]:
         """Shape (C, H, W) the sampler works in for an image of this size (padded to ``size_multiple``)."""
         m = self.size_multiple
-        return self.channels, math.ceil(height / m) * m, math.ceil(width / m) * m
+        return self.sample_channels, math.ceil(height / m) * m, math.ceil(width / m) * m
 
     def to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels (C, H, W) -> float32 sample (C, H', W') in [-1, 1], reflect-padded to the model's multiple."""
-        if pixels.shape[0] != self.channels:
-            raise UnsupportedImageError(f"Model {self.name!r} codes {self.channels}-channel images, got {pixels.shape[0]}")
+        if pixels.shape[0] != self.image_channels:
+            raise UnsupportedImageError(
+                f"Model {self.name!r} codes {self.image_channels}-channel images, got {pixels.shape[0]}"
+            )
         x = pixels.to(device=self.device, dtype=torch.float32) / 127.5 - 1.0
         _, height, width = self.sample_shape(pixels.shape[2], pixels.shape[1])
         pad_h, pad_w = height - pixels.shape[1], width - pixels.shape[2]
@@ -140,8 +149,7 @@ class PixelDiffusionModel:
             x = torch.nn.functional.pad(x[None], (0, pad_w, 0, pad_h), mode=mode)[0]
         return x
 
-    @staticmethod
-    def to_pixels(sample: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    def to_pixels(self, sample: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """float32 sample (C, H', W') in [-1, 1] -> uint8 pixels (C, height, width), cropped."""
         x = sample[:, :height, :width]
         return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,101 @@
+"""One definition of every option a user can give, from which ``encode``, ``Image.save``, the CLI and the
+docs all derive (torch-free).
+
+Two kinds: the generic options every codec takes (rate, model, seed, device, metadata, ...) listed
+here, and each codec's own parameters, read from the fields of its parameter dataclass (the field's
+``metadata`` carries the help text and, where the type alone does not say it, choices and arity).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import limits
+from .errors import InvalidParameterError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing option: its Python keyword, CLI flag, type, default and help text."""
+
+    name: str
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] | None = None  # how the CLI parses one value; None: a boolean flag
+    choices: tuple[Any, ...] | None = None
+    nargs: int | None = None
+    metavar: tuple[str, ...] | str | None = None
+    cli: bool = True  # False: Python-only (bytes-valued metadata, callbacks)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        """Help text with the default, as ``--help`` and the README show it."""
+        default = "none" if self.default is None else self.default
+        return f"{self.help} (default: {default})"
+
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+DEFAULT_QUALITY = 60  # the rate preset used when neither a rate nor any codec parameter is given
+ENCODE_OPTIONS: tuple[Option, ...] = (
+    Option("bpp", "target rate of the whole file in bits per pixel (header included); the largest configuration "
+           "that fits is chosen before encoding", type=float),
+    Option("quality", "0-100 preset mapped to a target rate (see the codec's rate ladder); used when no rate and no "
+           "codec parameter is given", default=DEFAULT_QUALITY, type=float),
+    Option("model", "model: 'builtin', a local diffusers folder, or a Hugging Face repo id already in the local "
+           "cache", default="builtin", type=str),
+    Option("seed", "codebook seed stored in the file", default=0, type=int),
+    Option("device", "torch device to run the model on, e.g. cpu, cuda, cuda:1", default="cpu", type=str),
+    Option("dtype", "model precision", default="float32", type=str, choices=DTYPE_NAMES),
+    Option("keep_alpha", "keep an alpha channel losslessly (False drops it)", default=True),
+    Option("icc_profile", "ICC profile bytes (default: the image's own)", cli=False),
+    Option("exif", "EXIF bytes or PIL.Image.Exif (default: the image's own)", cli=False),
+    Option("xmp", "XMP packet (default: the image's own)", cli=False),
+    Option("progress", "callable(done, total) called after each model call", cli=False),
+)
+DECODE_OPTIONS: tuple[Option, ...] = (
+    Option("model", "model to decode with instead of the one named in the file (its fingerprint must match)",
+           type=str),
+    Option("device", "torch device to run the model on", default="cpu", type=str),
+    Option("dtype", "model precision", default="float32", type=str, choices=DTYPE_NAMES),
+    Option("max_work", "refuse files that need more than this many model calls x pixels "
+           "(pillow_diffcodec.limits.MAX_DECODE_WORK)", default=limits.MAX_DECODE_WORK, type=int),
+    Option("max_pixels", "refuse images larger than this many pixels (pillow_diffcodec.limits.MAX_DECODE_PIXELS)",
+           default=limits.MAX_DECODE_PIXELS, type=int),
+    Option("progress", "callable(done, total) called after each model call", cli=False),
+)
+
+
+def params_options(params_class: type) -> tuple[Option, ...]:
+    """The options of a codec's parameter dataclass: one per field, with the field's default and help."""
+    options = []
+    for field in dataclasses.fields(params_class):
+        meta = field.metadata
+        default = field.default if field.default is not dataclasses.MISSING else None
+        options.append(Option(
+            name=field.name,
+            help=meta.get("help", ""),
+            default=default,
+            type=meta.get("type", type(default) if default is not None else str),
+            choices=meta.get("choices"),
+            nargs=meta.get("nargs"),
+            metavar=meta.get("metavar"),
+        ))
+    return tuple(options)
+
+
+def names(options: Iterable[Option]) -> frozenset[str]:
+    return frozenset(option.name for option in options)
+
+
+def check_known(given: Iterable[str], allowed: Iterable[Option], what: str) -> None:
+    """Raise :class:`InvalidParameterError` naming every unknown option and listing the known ones."""
+    known = names(allowed)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InvalidParameterError(f"Unknown {what} option(s) {unknown}; expected some of {sorted(known)}")
