@@ -24,15 +24,22 @@ import zarr
 from PIL import Image
 
 import pillow_diffcodec
-from pillow_diffcodec.errors import DiffCodecError, InvalidParameterError, ModelNotFoundError, UnknownCodecError
+from pillow_diffcodec.errors import (
+    DiffCodecError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    NotDiffCodecFileError,
+    UnknownCodecError,
+)
 
 from . import archive_layout as layout
 from .archive_layout import ATTRIBUTE, ROW_COLUMNS, Status
 from .archive_store import StoreLike, describe, make_store
-from .entries import Entry, check_key, is_diffcodec_file
+from .entries import Entry, check_key
 from .errors import (
     ArchiveError,
     ArchiveNotFoundError,
+    UnsupportedArchiveVersionError,
     CorruptEntryError,
     DuplicateKeyError,
     EntryIndexError,
@@ -72,7 +79,7 @@ class Archive:
         self._group = group
         self._attributes = layout.read_attributes(group, self.url)
         self._length = self._attributes["length"]
-        self._columns = layout.open_columns(group, self.url, self._length)
+        self._columns = layout.open_columns(group, self.url, self._attributes)
         self._buffer: dict[int, Entry] = {}  # written by add(), not yet flushed
         self._slots: dict[str, int] | None = None  # key -> entry index, built on first use
         self._rows: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()  # (shard, column) -> values
@@ -336,12 +343,17 @@ class Archive:
                 f"add() takes a PIL image, a diffcodec file or an image file's bytes, got {type(value).__name__}"
             )
         data = bytes(value)
-        if is_diffcodec_file(data):
+        try:
+            entry = Entry.ok(key, data)
+        except CorruptEntryError as exc:
+            if not isinstance(exc.__cause__, NotDiffCodecFileError):  # our magic, but damaged
+                return Entry.failed(key, exc.__cause__ or exc)
+        else:
             if save_options:
                 raise InvalidParameterError(
                     f"Entry {key!r} is already encoded; save options {sorted(save_options)} apply to images only"
                 )
-            return Entry.ok(key, data)
+            return entry
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
@@ -533,6 +545,25 @@ def _check_job(group: zarr.Group, where: str, job: Mapping[str, Any]) -> None:
         )
 
 
+def _refuse_to_replace_other_data(store: zarr.abc.store.Store, where: str) -> None:
+    """Creating an archive clears its location: allowed when that is empty or holds an archive, never otherwise."""
+    try:
+        layout.read_attributes(layout.open_group(store, where, writable=False, consolidated=True), where)
+    except ArchiveNotFoundError:
+        if layout.holds_data(store):
+            raise ArchiveError(
+                f"{where} holds other data (no archive); refusing to replace it with a new archive: "
+                "choose an empty location, or remove what is there first"
+            ) from None
+    except UnsupportedArchiveVersionError:
+        raise
+    except ArchiveError:
+        raise ArchiveError(
+            f"{where} holds a zarr group that is not a diffcodec archive; refusing to replace it: "
+            "choose an empty location, or remove what is there first"
+        ) from None
+
+
 def open_archive(
     url: StoreLike,
     mode: Mode = "r",
@@ -564,11 +595,12 @@ def open_archive(
         else:
             if job is not None:
                 _check_job(group, where, job)
-            layout.open_columns(group, where, layout.read_attributes(group, where)["length"])
+            layout.open_columns(group, where, layout.read_attributes(group, where))
             with layout.quiet_zarr():
                 group = zarr.consolidate_metadata(store, zarr_format=3)  # repairs a copy left stale by a killed writer
             return Archive(url, storage_options, mode, group)
     layout.check_items_per_shard(items_per_shard)
+    _refuse_to_replace_other_data(store, where)
     try:
         with layout.quiet_zarr():
             group = zarr.open_group(store, mode="w")

@@ -20,6 +20,7 @@ from typing import Any
 
 import zarr
 import zarr.abc.store
+import zarr.core.sync
 import zarr.dtype
 from zarr.errors import ZarrUserWarning
 
@@ -141,8 +142,10 @@ def read_attributes(group: zarr.Group, where: str) -> dict[str, Any]:
     return attributes
 
 
-def open_columns(group: zarr.Group, where: str, length: int) -> dict[str, zarr.Array]:
-    """The archive's arrays, checked to exist, be one-dimensional and cover ``length`` slots."""
+def open_columns(group: zarr.Group, where: str, attributes: dict[str, Any]) -> dict[str, zarr.Array]:
+    """The archive's arrays, checked to exist, be one-dimensional, cover ``length`` entries and keep
+    ``items_per_shard`` entries per object."""
+    length, items_per_shard = attributes["length"], attributes["items_per_shard"]
     columns = {}
     for column in COLUMNS:
         try:
@@ -154,8 +157,18 @@ def open_columns(group: zarr.Group, where: str, length: int) -> dict[str, zarr.A
             raise NotAnArchiveError(
                 f"{where}: {column.name!r} must be a one-dimensional array of at least {length} elements"
             )
+        if (array.shards or array.chunks) != (items_per_shard,):
+            raise NotAnArchiveError(
+                f"{where}: {column.name!r} is stored in objects of {array.shards or array.chunks} elements, "
+                f"but the archive's shards hold {items_per_shard}"
+            )
         columns[column.name] = array
     return columns
+
+
+def holds_data(store: zarr.abc.store.Store) -> bool:
+    """True when anything at all is stored under the store's root."""
+    return not zarr.core.sync.sync(store.is_empty(""))
 
 
 def open_group(store: zarr.abc.store.Store, where: str, *, writable: bool, consolidated: bool) -> zarr.Group:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from pillow_diffcodec import info as file_info
-from pillow_diffcodec.errors import DiffCodecError, NotDiffCodecFileError
+from pillow_diffcodec.errors import DiffCodecError
 
 from .archive_layout import MAX_KEY_BYTES, Status
 from .errors import CorruptEntryError, InvalidKeyError
@@ -79,14 +79,3 @@ def _describe_source(source: bytes | None) -> tuple[int, str]:
     if source is None:
         return -1, ""
     return len(source), hashlib.sha256(source).hexdigest()
-
-
-def is_diffcodec_file(data: bytes) -> bool:
-    """True when ``data`` carries the diffcodec magic (it may still be damaged further on)."""
-    try:
-        file_info(data)
-    except NotDiffCodecFileError:
-        return False
-    except DiffCodecError:
-        return True
-    return True

@@ -19,6 +19,7 @@ details and the guarantees.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .entries import Entry
 from .errors import ArchiveError, DuplicateKeyError, UnreservedKeyError
 
 T = TypeVar("T")
+POOL_THREADS = 16  # concurrent requests per process: one per column of a shard, with room to spare
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,26 @@ class ShardReport:
     failed: int
 
 
+_pool: list[ThreadPoolExecutor] = []  # one per process, made on first use
+
+
+def _forget_pool() -> None:
+    _pool.clear()  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def in_parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
-    """Run independent store operations at once (zarr's sync API may be called from several threads)."""
+    """Run independent store operations at once (zarr's sync API may be called from several threads).
+
+    Tasks must not call ``in_parallel`` themselves (the pool is bounded).
+    """
     if len(tasks) <= 1:
         return [task() for task in tasks]
-    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
-        return list(pool.map(lambda task: task(), tasks))
+    if not _pool:
+        _pool.append(ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="diffcodec-archive"))
+    return list(_pool[0].map(lambda task: task(), tasks))
 
 
 def _selection(slots: Sequence[int]) -> slice | np.ndarray:
@@ -171,7 +187,7 @@ def write_shard(
             f"{where} has no shard {shard_index!r}: its {length} entries fill shards 0..{shards - 1} "
             f"({size} per shard); reserve the keys with Archive.reserve first"
         )
-    columns = open_columns(group, where, length)
+    columns = open_columns(group, where, attributes)
     low, high = shard_index * size, min(length, (shard_index + 1) * size)
     slot_of = {key: low + offset for offset, key in enumerate(read_values(columns["key"], slice(low, high)))}
     placed: dict[int, Entry] = {}

@@ -108,6 +108,7 @@ def test_add_images_source_files_and_failures(tmp_path, crops, model_dir) -> Non
         first = archive.add("pil.png", crops[1], model=str(model_dir), **FAST)
         second = archive.add("file.png", png.getvalue(), model=str(model_dir), **FAST)
         broken = archive.add("broken.png", b"not an image at all")
+        damaged = archive.add("damaged.ddcm", pillow_diffcodec.encode(crops[3], model=str(model_dir), **FAST)[:-1])
         with pytest.raises(InvalidParameterError):  # bad options are the caller's to fix: nothing recorded
             archive.add("bad-options.png", crops[2], model=str(model_dir), codebook_size=-3)
         with pytest.raises(InvalidParameterError, match="already encoded"):
@@ -115,8 +116,9 @@ def test_add_images_source_files_and_failures(tmp_path, crops, model_dir) -> Non
     assert first["status"] == "ok" and first["source_size"] == -1
     assert second["source_size"] == len(png.getvalue()) and len(second["source_sha256"]) == 64
     assert broken["status"] == "failed" and "UnidentifiedImageError" in broken["error"]
+    assert damaged["status"] == "failed" and damaged["error"].startswith("CorruptFileError")
     archive = storage.open_archive(url)
-    assert len(archive) == 3 and list(archive.failed()) == ["broken.png"]
+    assert len(archive) == 4 and list(archive.failed()) == ["broken.png", "damaged.ddcm"]
     with pytest.raises(storage.FailedEntryError, match="'broken.png'.*UnidentifiedImageError"):
         archive["broken.png"]
     assert [key for key, _ in archive.items()] == ["pil.png", "file.png"]
@@ -293,3 +295,20 @@ def test_reading_one_entry_costs_the_same_requests_in_any_size_of_archive(tmp_pa
         assert archive.read_bytes(size - 3) == encoded[(size - 3) % 6]
         counts.append(dict(logged.counter))
     assert counts[0] == counts[1] and counts[0]["get"] <= 4  # root metadata, status, bitstream index and entry
+
+
+def test_creating_never_replaces_other_data(tmp_path, encoded) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "precious.jpg").write_bytes(b"\xff\xd8 not backed up anywhere")
+    for mode in ("w", "a"):
+        with pytest.raises(storage.ArchiveError, match="holds other data.*refusing"):
+            storage.open_archive(str(photos), mode)
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(3,), dtype="i4")
+    with pytest.raises(storage.ArchiveError, match="not a diffcodec archive; refusing"):
+        storage.open_archive(str(tmp_path / "plain.zarr"), "w")
+    assert (photos / "precious.jpg").exists() and (tmp_path / "plain.zarr" / "a" / "zarr.json").exists()
+    url = str(tmp_path / "a.zarr")
+    with storage.open_archive(url, "w") as archive:
+        archive.add("a", encoded[0])
+    assert len(storage.open_archive(url, "w")) == 0  # an archive may be replaced
