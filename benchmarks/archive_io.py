@@ -104,7 +104,7 @@ def gets_per_read(make_store: Callable[[str], Any], url_for: Callable[[int], str
         index = random.Random(size).randrange(size)
         logged = LoggingStore(make_store(url), log_level="ERROR")
         storage.open_archive(logged).read_bytes(index)
-        seconds = timed(lambda: storage.open_archive(make_store(url)).read_bytes(index))
+        seconds = timed(lambda url=url, index=index: storage.open_archive(make_store(url)).read_bytes(index))
         result[size] = (logged.counter["get"], seconds)
     return result
 
@@ -118,7 +118,7 @@ def report(title: str, rows: list[tuple[str, float, float, int]], count: int, to
               f"{total / read / 1e6:>9.3f} {objects:>8}")
     reference = rows[-1]
     for method, write, read, objects in rows[:-1]:
-        print(f"  {method}: write {reference[1] / write:.1f}x, read {reference[2] / read:.1f}x the per-file speed; "
+        print(f"  {method}: write {reference[1] / write:.2f}x, read {reference[2] / read:.2f}x the per-file speed; "
               f"{reference[3] / objects:.0f}x fewer objects")
     print("  open + one read_bytes(random i): "
           + ", ".join(f"{size} items: {g} store gets, {seconds * 1e3:.1f} ms" for size, (g, seconds) in gets.items()))

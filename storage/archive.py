@@ -16,7 +16,7 @@ import io
 import math
 import operator
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +39,6 @@ from .entries import Entry, check_key
 from .errors import (
     ArchiveError,
     ArchiveNotFoundError,
-    UnsupportedArchiveVersionError,
     CorruptEntryError,
     DuplicateKeyError,
     EntryIndexError,
@@ -49,6 +48,7 @@ from .errors import (
     JobMismatchError,
     PendingEntryError,
     ReadOnlyArchiveError,
+    UnsupportedArchiveVersionError,
 )
 from .shards import Reservation, complete_shards, in_parallel, read_values, store_entries
 
@@ -233,13 +233,14 @@ class Archive:
             )
 
     def _bitstreams(self, span: slice) -> list[bytes | ArchiveError]:
-        """Bitstreams of entries ``span`` (one read of their shard); an unreadable one becomes its error."""
+        """Bitstreams of ``span`` (one read of their shard); if that fails, each entry is read alone so
+        that an unreadable one becomes its own error (entries past the length are then left out)."""
         try:
             return [bytes(value) for value in read_values(self._columns["bitstream"], span)]
-        except Exception:  # noqa: BLE001  (retry one by one so that a damaged entry affects only itself)
+        except Exception:  # whatever a damaged shard makes zarr raise: retry entry by entry
             if span.stop - span.start == 1:
                 raise
-            return [self._bitstream_or_error(slot) for slot in range(span.start, span.stop)]
+            return [self._bitstream_or_error(slot) for slot in range(span.start, min(span.stop, self._length))]
 
     def _bitstream_or_error(self, slot: int) -> bytes | ArchiveError:
         try:
@@ -291,17 +292,27 @@ class Archive:
         """Decode the entry now; ``decode_options`` as :func:`pillow_diffcodec.decode` (``model``, ``device``...)."""
         return pillow_diffcodec.decode(self.read_bytes(item), **decode_options)
 
-    def records(self) -> Iterator[tuple[dict[str, Any], bytes | ArchiveError | None]]:
+    @property
+    def shards(self) -> range:
+        """Indices of the shards that hold entries."""
+        return range(math.ceil(len(self) / self.items_per_shard))
+
+    def records(self, shards: Iterable[int] | None = None) -> Iterator[tuple[dict[str, Any], bytes | ArchiveError | None]]:
         """Every entry's :meth:`info` with its checked bitstream: bytes for a sound ok entry, the
         :class:`CorruptEntryError` for a damaged one, None for failed and pending entries.
 
-        Reads one shard at a time (its bitstreams in one request), for scans such as verify and extract.
+        Reads one shard at a time (its bitstreams in one request), for scans such as verify and
+        extract; ``shards`` limits it to some shards (e.g. one per task of a distributed reader).
         """
         size = self.items_per_shard
-        for shard in range(math.ceil(len(self) / size)):
+        for shard in self.shards if shards is None else shards:
+            if shard not in self.shards:
+                raise EntryIndexError(f"{self.url} has no shard {shard}; its shards are {self.shards}")
             low, high = shard * size, min((shard + 1) * size, len(self))
             rows = [self._row(slot) for slot in range(low, high)]
-            stored = self._bitstreams(slice(low, min(high, self._length))) if low < self._length else []
+            # The whole shard, even past the last entry, so that zarr fetches its object in one request.
+            whole = slice(low, min(low + size, self._columns["bitstream"].shape[0]))
+            stored = self._bitstreams(whole) if low < self._length else []
             for slot, row in zip(range(low, high), rows):
                 if row["status"] != "ok":
                     yield row, None
@@ -401,9 +412,8 @@ class Archive:
             raise DuplicateKeyError(f"reserve() got keys more than once: {twice}")
         existing = self._key_slots()
         found = [existing.get(key) for key in keys]
-        if keys and all(slot is not None for slot in found):
-            if found == list(range(found[0], found[0] + len(keys))):
-                return Reservation(found[0], found[0] + len(keys), self.items_per_shard, keys)
+        if keys and found == list(range(found[0] or 0, (found[0] or 0) + len(keys))):  # reserved before, in order
+            return Reservation(found[0], found[0] + len(keys), self.items_per_shard, keys)
         clash = [key for key, slot in zip(keys, found) if slot is not None]
         if clash:
             raise DuplicateKeyError(

@@ -14,7 +14,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
@@ -111,7 +111,7 @@ def create(group: zarr.Group, items_per_shard: int, job: dict[str, Any]) -> None
         "format_version": FORMAT_VERSION,
         "items_per_shard": items_per_shard,
         "length": 0,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "library_version": pillow_diffcodec.__version__,
         "job": job,
     }

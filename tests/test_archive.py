@@ -124,13 +124,12 @@ def test_add_images_source_files_and_failures(tmp_path, crops, model_dir) -> Non
     assert [key for key, _ in archive.items()] == ["pil.png", "file.png"]
 
 
-def test_reserve_then_write_shards(tmp_path, encoded) -> None:
-    url = str(tmp_path / "job.zarr")
+def test_reserve_then_write_shards(url, encoded) -> None:
     keys = [f"src/{n:02d}.png" for n in range(10)]
     job = {"codec": "DDCM", "model": "tiny", "params": {"steps": 3}, "source": "memory://src"}
     with storage.open_archive(url, "a", items_per_shard=4, job=job) as driver:
         reservation = driver.reserve(keys)
-        assert (reservation.start, reservation.stop, reservation.shards) == (0, 10, range(0, 3))
+        assert (reservation.start, reservation.stop, reservation.shards) == (0, 10, range(3))
         assert reservation.shard_keys(2) == keys[8:] and driver.complete_shards() == []
         assert driver.reserve(keys) == reservation  # a rerun of the driver resumes
     archive = storage.open_archive(url)
@@ -158,7 +157,7 @@ def test_reservation_after_added_entries_shares_a_shard(tmp_path, encoded) -> No
         for number in range(3):
             archive.add(f"a{number}", encoded[number])
         reservation = archive.reserve(["b0", "b1", "b2"])
-    assert reservation.shards == range(0, 2) and reservation.shard_keys(0) == ["b0"]
+    assert reservation.shards == range(2) and reservation.shard_keys(0) == ["b0"]
     storage.write_shard(url, 0, [storage.Entry.ok("b0", encoded[3])])
     archive = storage.open_archive(url)
     assert archive.complete_shards() == [0] and archive.read_bytes("a2") == encoded[2]
@@ -312,3 +311,18 @@ def test_creating_never_replaces_other_data(tmp_path, encoded) -> None:
     with storage.open_archive(url, "w") as archive:
         archive.add("a", encoded[0])
     assert len(storage.open_archive(url, "w")) == 0  # an archive may be replaced
+
+
+def test_records_of_chosen_shards(tmp_path, encoded) -> None:
+    url = str(tmp_path / "a.zarr")
+    with storage.open_archive(url, "w", items_per_shard=4) as archive:
+        for number, data in enumerate(encoded):
+            archive.add(f"k{number}", data)
+        archive.add("bad", b"junk")
+    archive = storage.open_archive(url)
+    assert archive.shards == range(2)
+    rows = list(archive.records(shards=[1]))
+    assert [row["key"] for row, _ in rows] == ["k4", "k5", "bad"]
+    assert [data for _, data in rows] == [encoded[4], encoded[5], None]
+    with pytest.raises(storage.EntryIndexError, match="no shard 2"):
+        list(archive.records(shards=[2]))
