@@ -38,7 +38,9 @@ from .errors import (
     UnreservedKeyError,
     UnsupportedArchiveVersionError,
 )
+from .extract import ExtractReport
 from .shards import Reservation, ShardReport, write_shard
+from .verify import VerifyReport
 
 __all__ = [
     "Archive",
@@ -49,6 +51,7 @@ __all__ = [
     "Entry",
     "EntryIndexError",
     "EntryNotFoundError",
+    "ExtractReport",
     "FailedEntryError",
     "InvalidKeyError",
     "JobMismatchError",
@@ -59,6 +62,7 @@ __all__ = [
     "ShardReport",
     "UnreservedKeyError",
     "UnsupportedArchiveVersionError",
+    "VerifyReport",
     "open_archive",
     "open_image",
     "save_image",

@@ -222,7 +222,8 @@ class Archive:
 
     # ----------------------------------------------------------------- bitstreams and images
 
-    def _checked(self, row: dict[str, Any]) -> None:
+    def _refuse(self, row: dict[str, Any]) -> None:
+        """Raise the error of an entry that is not ok."""
         if row["status"] == "failed":
             raise FailedEntryError(f"Entry {row['key']!r} in {self.url} failed when it was written: {row['error']}")
         if row["status"] == "pending":
@@ -231,6 +232,9 @@ class Archive:
                 f"Entry {row['key']!r} in {self.url} is reserved but not written yet (shard {shard} is incomplete); "
                 "rerun the job that reserved it"
             )
+        raise CorruptEntryError(
+            f"Entry {row['key']!r} in {self.url} has status {row['status']}: its status object is damaged"
+        )
 
     def _bitstreams(self, span: slice) -> list[bytes | ArchiveError]:
         """Bitstreams of ``span`` (one read of their shard); if that fails, each entry is read alone so
@@ -278,7 +282,7 @@ class Archive:
         """
         slot = self._slot(item)
         if self._field(slot, "status") != Status.OK:
-            self._checked(self._row(slot))
+            self._refuse(self._row(slot))
         data = self._buffer[slot].bitstream if slot in self._buffer else self._bitstream_or_error(slot)
         if isinstance(data, bytes) and data and (not check or _is_sound(data)):
             return data
@@ -515,7 +519,7 @@ def _is_sound(data: bytes) -> bool:
 
 def _row_dict(slot: int, values: Mapping[str, Any]) -> dict[str, Any]:
     width, height, bpp = int(values["width"]), int(values["height"]), float(values["bpp"])
-    status = STATUS_NAMES.get(int(values["status"]), f"unknown ({int(values['status'])})")
+    status = STATUS_NAMES.get(int(values["status"]), f"invalid ({int(values['status'])})")
     return {
         "index": slot,
         "key": str(values["key"]),

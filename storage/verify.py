@@ -74,7 +74,7 @@ def verify(archive: Archive, sample: int | None = None, **decode_options: Any) -
             report.ok += 1
             good.append((row["key"], data, row))
         else:
-            report.corrupt[row["key"]] = f"Entry {row['key']!r} in {archive.url} has unknown status {row['status']}"
+            report.corrupt[row["key"]] = f"Entry {row['key']!r} in {archive.url} has status {row['status']}"
     count = min(sample or 0, len(good))
     for position in np.linspace(0, len(good) - 1, count).round().astype(int) if count else []:
         key, data, row = good[position]

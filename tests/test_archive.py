@@ -274,8 +274,10 @@ def test_as_torch_dataset(tmp_path, encoded) -> None:
     item = dataset[1]
     assert item.dtype == torch.uint8 and item.shape == (3, 16, 16)
     assert torch.equal(item, torch.from_numpy(np.array(pillow_diffcodec.decode(encoded[1]))).permute(2, 0, 1))
-    copy = pickle.loads(pickle.dumps(dataset))  # what DataLoader workers receive
+    copy = pickle.loads(pickle.dumps(dataset))  # what spawned DataLoader workers receive
     assert torch.equal(copy[0], dataset[0])
+    batches = list(torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2))  # forked workers
+    assert len(batches) == 1 and torch.equal(batches[0][1], item)
     sizes = storage.open_archive(url).as_torch_dataset(transform=lambda image: image.size)
     assert sizes[0] == (16, 16)
 

@@ -183,3 +183,16 @@ def test_two_processes_write_different_shards_at_once(tmp_path, encoded, sources
     assert archive.complete_shards() == list(range(6)) and archive.keys() == keys
     assert [archive.read_bytes(k) for k in keys] == [encoded[n % 6] for n in range(24)]
     assert archive.verify().healthy
+
+
+def test_an_invalid_status_is_reported_not_trusted(tmp_path, encoded) -> None:
+    import numpy as np
+    import zarr
+
+    url = tmp_path / "a.zarr"
+    build(str(url), encoded)
+    zarr.open_array(str(url / "status"), mode="r+")[2:3] = np.array([7], dtype=np.uint8)
+    archive = storage.open_archive(str(url))
+    with pytest.raises(storage.CorruptEntryError, match=r"'img2.png'.*has status invalid \(7\)"):
+        archive.read_bytes(2)
+    assert list(archive.verify().corrupt) == ["img2.png"]
