@@ -37,7 +37,9 @@ FALLBACK = Path(__file__).resolve().parents[1] / "tests" / "data" / "kodim23_cro
 def sample_files(count: int) -> list[bytes]:
     """``count`` distinct small diffcodec files: 64x64 crops, built-in model, a few hundred bytes each."""
     sources = sorted(KODAK.glob("kodim*.png"))[:count] or [FALLBACK] * count
-    crops = [Image.open(path).convert("RGB").crop((64 * n % 128, 0, 64 * n % 128 + 64, 48)) for n, path in enumerate(sources)]
+    crops = [
+        Image.open(path).convert("RGB").crop((64 * n % 128, 0, 64 * n % 128 + 64, 48)) for n, path in enumerate(sources)
+    ]
     return [pillow_diffcodec.encode(crop, steps=4, codebook_size=256, atoms=6) for crop in crops]
 
 
@@ -51,8 +53,14 @@ def count_objects(fs: fsspec.AbstractFileSystem, root: str) -> int:
     return len(fs.find(root))
 
 
-def archive_rows(url: str, options: dict | None, fs: fsspec.AbstractFileSystem, root: str,
-                 items: list[tuple[str, bytes]], per_shard: int) -> list[tuple[str, float, float, int]]:
+def archive_rows(
+    url: str,
+    options: dict | None,
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    items: list[tuple[str, bytes]],
+    per_shard: int,
+) -> list[tuple[str, float, float, int]]:
     """(method, write seconds, read seconds, objects) for add(), the shard API and both read paths."""
     rows = []
 
@@ -82,15 +90,23 @@ def archive_rows(url: str, options: dict | None, fs: fsspec.AbstractFileSystem, 
     return rows
 
 
-def per_file_row(fs: fsspec.AbstractFileSystem, root: str, items: list[tuple[str, bytes]]) -> tuple[str, float, float, int]:
+def per_file_row(
+    fs: fsspec.AbstractFileSystem, root: str, items: list[tuple[str, bytes]]
+) -> tuple[str, float, float, int]:
     fs.makedirs(root, exist_ok=True)
     write = timed(lambda: [fs.pipe_file(f"{root}/{key}", data) for key, data in items])
     read = timed(lambda: [fs.cat_file(f"{root}/{key}") for key, _ in items])
     return ("one object per file (pipe_file / cat_file)", write, read, count_objects(fs, root))
 
 
-def gets_per_read(make_store: Callable[[str], Any], url_for: Callable[[int], str], options: dict | None,
-                  files: list[bytes], sizes: tuple[int, ...], per_shard: int) -> dict[int, tuple[int, float]]:
+def gets_per_read(
+    make_store: Callable[[str], Any],
+    url_for: Callable[[int], str],
+    options: dict | None,
+    files: list[bytes],
+    sizes: tuple[int, ...],
+    per_shard: int,
+) -> dict[int, tuple[int, float]]:
     """Store gets (counted by zarr's LoggingStore) and seconds (timed without it) of opening an archive
     of each size and reading one random entry."""
     from zarr.storage import LoggingStore
@@ -109,19 +125,26 @@ def gets_per_read(make_store: Callable[[str], Any], url_for: Callable[[int], str
     return result
 
 
-def report(title: str, rows: list[tuple[str, float, float, int]], count: int, total: int,
-           gets: dict[int, tuple[int, float]]) -> None:
+def report(
+    title: str, rows: list[tuple[str, float, float, int]], count: int, total: int, gets: dict[int, tuple[int, float]]
+) -> None:
     print(f"\n{title}: {count} items, {total / 1e3:.1f} kB of bitstreams")
     print(f"{'method':<44} {'write/s':>9} {'write MB/s':>10} {'read/s':>9} {'read MB/s':>9} {'objects':>8}")
     for method, write, read, objects in rows:
-        print(f"{method:<44} {count / write:>9.0f} {total / write / 1e6:>10.3f} {count / read:>9.0f} "
-              f"{total / read / 1e6:>9.3f} {objects:>8}")
+        print(
+            f"{method:<44} {count / write:>9.0f} {total / write / 1e6:>10.3f} {count / read:>9.0f} "
+            f"{total / read / 1e6:>9.3f} {objects:>8}"
+        )
     reference = rows[-1]
     for method, write, read, objects in rows[:-1]:
-        print(f"  {method}: write {reference[1] / write:.2f}x, read {reference[2] / read:.2f}x the per-file speed; "
-              f"{reference[3] / objects:.0f}x fewer objects")
-    print("  open + one read_bytes(random i): "
-          + ", ".join(f"{size} items: {g} store gets, {seconds * 1e3:.1f} ms" for size, (g, seconds) in gets.items()))
+        print(
+            f"  {method}: write {reference[1] / write:.2f}x, read {reference[2] / read:.2f}x the per-file speed; "
+            f"{reference[3] / objects:.0f}x fewer objects"
+        )
+    print(
+        "  open + one read_bytes(random i): "
+        + ", ".join(f"{size} items: {g} store gets, {seconds * 1e3:.1f} ms" for size, (g, seconds) in gets.items())
+    )
 
 
 def main() -> None:
@@ -132,7 +155,9 @@ def main() -> None:
 
     start = time.perf_counter()
     files = sample_files(4)
-    print(f"encoded {len(files)} distinct files ({[len(f) for f in files]} bytes) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"encoded {len(files)} distinct files ({[len(f) for f in files]} bytes) in {time.perf_counter() - start:.1f} s"
+    )
     items = [(f"photos/{n // 100:02d}/img{n:05d}.ddcm", files[n % len(files)]) for n in range(args.items)]
     total = sum(len(data) for _, data in items)
     sizes = (100, args.items)
@@ -143,8 +168,14 @@ def main() -> None:
         local = fsspec.filesystem("file", auto_mkdir=True)
         rows = archive_rows(f"{folder}/a.zarr", None, local, f"{folder}/a.zarr", items, args.items_per_shard)
         rows.append(per_file_row(local, f"{folder}/files", items))
-        gets = gets_per_read(lambda url: LocalStore(url, read_only=True), lambda n: f"{folder}/g{n}.zarr", None,
-                             files, sizes, args.items_per_shard)
+        gets = gets_per_read(
+            lambda url: LocalStore(url, read_only=True),
+            lambda n: f"{folder}/g{n}.zarr",
+            None,
+            files,
+            sizes,
+            args.items_per_shard,
+        )
         report("local disk", rows, len(items), total, gets)
 
     from moto.server import ThreadedMotoServer
@@ -158,8 +189,14 @@ def main() -> None:
     s3.mkdir(bucket)
     rows = archive_rows(f"s3://{bucket}/a.zarr", options, s3, f"{bucket}/a.zarr", items, args.items_per_shard)
     rows.append(per_file_row(s3, f"{bucket}/files", items))
-    gets = gets_per_read(lambda url: FsspecStore.from_url(url, storage_options=options, read_only=True),
-                         lambda n: f"s3://{bucket}/g{n}.zarr", options, files, sizes, args.items_per_shard)
+    gets = gets_per_read(
+        lambda url: FsspecStore.from_url(url, storage_options=options, read_only=True),
+        lambda n: f"s3://{bucket}/g{n}.zarr",
+        options,
+        files,
+        sizes,
+        args.items_per_shard,
+    )
     report(f"S3 (moto server on {host}, s3fs)", rows, len(items), total, gets)
     server.stop()
 

@@ -17,7 +17,7 @@ import math
 import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
@@ -52,6 +52,11 @@ from .errors import (
 )
 from .shards import Reservation, complete_shards, in_parallel, read_values, store_entries
 
+if TYPE_CHECKING:
+    from .extract import ExtractReport
+    from .torch_dataset import ArchiveDataset
+    from .verify import VerifyReport
+
 Mode = Literal["r", "w", "a"]
 Item = int | str
 STATUS_NAMES = {Status.PENDING: "pending", Status.OK: "ok", Status.FAILED: "failed"}
@@ -66,11 +71,14 @@ class Archive:
 
     Every source item has an entry whose status is ``ok``, ``failed`` (with its error) or
     ``pending`` (reserved by a job that has not written it yet); ``len()`` counts them all.
-    Reads see the archive as it was when it was opened, plus this object's own writes.
+    Reads see the archive as it was when it was opened, plus this object's own writes. An Archive
+    is not meant to be shared between threads that write; open one per process (or per thread).
     Use :func:`open_archive` to make one.
     """
 
-    def __init__(self, target: StoreLike, storage_options: dict[str, Any] | None, mode: Mode, group: zarr.Group) -> None:
+    def __init__(
+        self, target: StoreLike, storage_options: dict[str, Any] | None, mode: Mode, group: zarr.Group
+    ) -> None:
         self.url = describe(target)
         self.mode = mode
         self.target = target  # what open_archive was given, to reopen it (e.g. in data-loader workers)
@@ -301,7 +309,9 @@ class Archive:
         """Indices of the shards that hold entries."""
         return range(math.ceil(len(self) / self.items_per_shard))
 
-    def records(self, shards: Iterable[int] | None = None) -> Iterator[tuple[dict[str, Any], bytes | ArchiveError | None]]:
+    def records(
+        self, shards: Iterable[int] | None = None
+    ) -> Iterator[tuple[dict[str, Any], bytes | ArchiveError | None]]:
         """Every entry's :meth:`info` with its checked bitstream: bytes for a sound ok entry, the
         :class:`CorruptEntryError` for a damaged one, None for failed and pending entries.
 
@@ -378,7 +388,9 @@ class Archive:
         except IMAGE_ERRORS as exc:
             return Entry.failed(key, exc, source=data)
 
-    def add(self, key: str, value: Image.Image | bytes, *, overwrite: bool = False, **save_options: Any) -> dict[str, Any]:
+    def add(
+        self, key: str, value: Image.Image | bytes, *, overwrite: bool = False, **save_options: Any
+    ) -> dict[str, Any]:
         """Add an entry: a PIL image (encoded with ``save_options`` as for ``Image.save(..., format="DDCM")``),
         an already encoded diffcodec file, or the bytes of any image file Pillow opens (its size and
         sha256 are recorded).
@@ -393,7 +405,9 @@ class Archive:
         check_key(key)
         slot = self._key_slots().get(key)
         if slot is not None and not overwrite and self._field(slot, "status") != Status.PENDING:
-            raise DuplicateKeyError(f"Key {key!r} is already in {self.url} (entry {slot}); pass overwrite=True to replace it")
+            raise DuplicateKeyError(
+                f"Key {key!r} is already in {self.url} (entry {slot}); pass overwrite=True to replace it"
+            )
         entry = self._make_entry(key, value, save_options)
         slot = len(self) if slot is None else slot
         self._buffer[slot] = entry
@@ -490,19 +504,20 @@ class Archive:
 
     # ----------------------------------------------------------------- whole-archive operations
 
-    def verify(self, sample: int | None = None, **decode_options: Any) -> Any:
-        """Check every ok entry's bitstream (header and CRC) and decode ``sample`` of them; see :mod:`storage.verify`."""
+    def verify(self, sample: int | None = None, **decode_options: Any) -> VerifyReport:
+        """Check every ok entry's bitstream (header, CRC, agreement with its columns) and decode
+        ``sample`` of them; see :func:`storage.verify.verify`."""
         from .verify import verify
 
         return verify(self, sample, **decode_options)
 
-    def extract(self, dest_url: str, format: str | None = "PNG", **options: Any) -> Any:
+    def extract(self, dest_url: str, format: str | None = "PNG", **options: Any) -> ExtractReport:
         """Write every ok entry below ``dest_url``; see :func:`storage.extract.extract`."""
         from .extract import extract
 
         return extract(self, dest_url, format, **options)
 
-    def as_torch_dataset(self, transform: Any = None, **decode_options: Any) -> Any:
+    def as_torch_dataset(self, transform: Any = None, **decode_options: Any) -> ArchiveDataset:
         """A map-style ``torch.utils.data.Dataset`` of the ok entries; see :mod:`storage.torch_dataset`."""
         from .torch_dataset import ArchiveDataset
 

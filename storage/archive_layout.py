@@ -152,7 +152,9 @@ def open_columns(group: zarr.Group, where: str, attributes: dict[str, Any]) -> d
             with quiet_zarr():
                 array = group[column.name]
         except KeyError:
-            raise NotAnArchiveError(f"{where}: the archive has no {column.name!r} array (damaged or not an archive)") from None
+            raise NotAnArchiveError(
+                f"{where}: the archive has no {column.name!r} array (damaged or not an archive)"
+            ) from None
         if not isinstance(array, zarr.Array) or array.ndim != 1 or array.shape[0] < length:
             raise NotAnArchiveError(
                 f"{where}: {column.name!r} must be a one-dimensional array of at least {length} elements"

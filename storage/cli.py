@@ -86,7 +86,8 @@ def _ls(args: argparse.Namespace, archive: Archive) -> int:
         if args.json:
             print(json.dumps(row))
         elif row["status"] == "ok":
-            print(f"{row['index']:>8}  ok      {row['width']}x{row['height']} {row['mode']:<4} {row['bpp']:.4f} bpp  {row['key']}")
+            size = f"{row['width']}x{row['height']} {row['mode']:<4}"
+            print(f"{row['index']:>8}  ok      {size} {row['bpp']:.4f} bpp  {row['key']}")
         else:
             print(f"{row['index']:>8}  {row['status']:<7} {row['key']}  {row['error']}".rstrip())
     return worst
@@ -122,11 +123,17 @@ def _extract(args: argparse.Namespace, archive: Archive) -> int:
     return 1 if report.errors or report.skipped else 0
 
 
-def _parser(commands: Any, name: str, help: str, command: Callable[[argparse.Namespace, Archive], int]) -> argparse.ArgumentParser:
+def _parser(
+    commands: Any, name: str, help: str, command: Callable[[argparse.Namespace, Archive], int]
+) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help, description=help)
     parser.add_argument("url", help="archive path or fsspec URL (s3://..., memory://...)")
     parser.add_argument(
-        "-o", "--storage-option", type=_storage_option, action="append", metavar="KEY=VALUE",
+        "-o",
+        "--storage-option",
+        type=_storage_option,
+        action="append",
+        metavar="KEY=VALUE",
         help="fsspec storage option, repeatable; dots nest (client_kwargs.endpoint_url=http://...)",
     )
     parser.set_defaults(run=_guarded(command))
@@ -149,6 +156,11 @@ def register(subparsers: Any) -> None:
     extract.add_argument("destination", help="folder or fsspec URL; entries go to <destination>/<key>.<ext>")
     extract.add_argument("--format", default="PNG", help="Pillow format to write, or DDCM for the stored files")
     extract.add_argument("--model", help="decode with this model instead of the one named in each file")
-    extract.add_argument("--dest-option", type=_storage_option, action="append", metavar="KEY=VALUE",
-                         help="fsspec storage option for the destination, repeatable")
+    extract.add_argument(
+        "--dest-option",
+        type=_storage_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="fsspec storage option for the destination, repeatable",
+    )
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -46,8 +46,11 @@ def suffix_for(format: str | None) -> str:
 def output_name(key: str, suffix: str) -> str:
     """The relative output path of ``key``: its own path with ``suffix``; refuses keys that would escape."""
     path = PurePosixPath(key.replace("\\", "/"))
-    if path.is_absolute() or any(part in ("", ".", "..") for part in key.replace("\\", "/").split("/")):
-        raise ArchiveError(f"Key {key!r} is not a safe relative path, so it is not extracted")
+    parts = key.replace("\\", "/").split("/")
+    if path.is_absolute() or "::" in key or any(part in ("", ".", "..") for part in parts):
+        raise ArchiveError(
+            f"Key {key!r} is not a safe relative path (no '..', '::' or leading '/'), so it is not extracted"
+        )
     return str(path.with_suffix(suffix) if path.suffix else path.with_name(path.name + suffix))
 
 

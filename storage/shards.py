@@ -137,7 +137,9 @@ def _column_values(entries: Sequence[Entry]) -> dict[str, np.ndarray]:
     }
 
 
-def store_entries(columns: dict[str, zarr.Array], slots: Sequence[int], entries: Sequence[Entry], *, with_keys: bool) -> None:
+def store_entries(
+    columns: dict[str, zarr.Array], slots: Sequence[int], entries: Sequence[Entry], *, with_keys: bool
+) -> None:
     """Write ``entries`` to ``slots`` (ascending, all in one shard), publishing them last.
 
     Entries that are already visible are first set back to pending, so while they are rewritten a
@@ -208,4 +210,3 @@ def write_shard(
         store_entries(columns, slots, [placed[slot] for slot in slots], with_keys=False)
     failed = sum(entry.status == Status.FAILED for entry in placed.values())
     return ShardReport(shard_index, ok=len(placed) - failed, failed=failed)
-

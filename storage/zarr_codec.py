@@ -108,7 +108,9 @@ class DiffCodecImageCodec(ArrayBytesCodec):
         known = {"codec", "model", "quality", "bpp", "seed", "params"}
         unknown = sorted(set(configuration) - known)
         if unknown:
-            raise InvalidParameterError(f"Unknown {NAME} codec configuration {unknown}; expected some of {sorted(known)}")
+            raise InvalidParameterError(
+                f"Unknown {NAME} codec configuration {unknown}; expected some of {sorted(known)}"
+            )
         return cls(**configuration)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, JSON]:
@@ -117,7 +119,9 @@ class DiffCodecImageCodec(ArrayBytesCodec):
             if getattr(self, name) is not None:
                 configuration[name] = getattr(self, name)
         if self.params:
-            configuration["params"] = {key: list(value) if isinstance(value, tuple) else value for key, value in self.params}
+            configuration["params"] = {
+                key: list(value) if isinstance(value, tuple) else value for key, value in self.params
+            }
         return {"name": NAME, "configuration": configuration}
 
     def validate(
@@ -171,7 +175,7 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
     channels = shape[-1] if len(shape) >= 3 and shape[-1] in MODES_BY_CHANNELS else 1
     image_dims = 3 if len(shape) >= 3 and shape[-1] in MODES_BY_CHANNELS else 2
     leading = shape[: len(shape) - image_dims]
-    if len(shape) < 2 or any(size != 1 for size in leading) or min(shape[len(leading):]) < 1:
+    if len(shape) < 2 or any(size != 1 for size in leading) or min(shape[len(leading) :]) < 1:
         raise InvalidParameterError(
             f"The {NAME} codec needs one image per chunk: chunk shape (1, ..., H, W) or (1, ..., H, W, C) "
             f"with C in {sorted(MODES_BY_CHANNELS)}, got {shape}"

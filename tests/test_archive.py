@@ -143,7 +143,10 @@ def test_reserve_then_write_shards(url, encoded) -> None:
         assert (report.ok, report.failed) == (len(entries) - 1, 1)
     archive = storage.open_archive(url)
     assert archive.complete_shards() == [0, 2] and archive.pending() == keys[4:8]
-    assert archive.failed() == {keys[1]: "ValueError: cannot decode source", keys[9]: "ValueError: cannot decode source"}
+    assert archive.failed() == {
+        keys[1]: "ValueError: cannot decode source",
+        keys[9]: "ValueError: cannot decode source",
+    }
     assert archive.info(keys[1])["source_size"] == 5
     storage.write_shard(url, 0, [storage.Entry.ok(key, encoded[0]) for key in reservation.shard_keys(0)])  # a retry
     archive = storage.open_archive(url)
@@ -198,7 +201,9 @@ def test_job_settings_are_recorded_and_checked(tmp_path) -> None:
     url = str(tmp_path / "a.zarr")
     storage.open_archive(url, "a", job={"model": "m1", "params": {"steps": 20}}).close()
     storage.open_archive(url, "a", job={"model": "m1", "params": {"steps": 20}}).close()
-    with pytest.raises(storage.JobMismatchError, match=r"params: archive has \{'steps': 20\}, this job \{'steps': 10\}"):
+    with pytest.raises(
+        storage.JobMismatchError, match=r"params: archive has \{'steps': 20\}, this job \{'steps': 10\}"
+    ):
         storage.open_archive(url, "a", job={"model": "m1", "params": {"steps": 10}})
 
 
@@ -248,12 +253,16 @@ def test_extract_writes_images_and_reports_the_rest(tmp_path, encoded, capsys) -
         archive.add("two", encoded[1])
         archive.add("bad.png", b"garbage")
         archive.add("../escape.png", encoded[2])
+        archive.add("a::b.png", encoded[3])
     destination = f"memory://{uuid.uuid4().hex}/out"
     report = storage.open_archive(url).extract(destination)
     assert report.written == {"deep/dir/one.jpg": f"{destination}/deep/dir/one.png", "two": f"{destination}/two.png"}
     assert list(report.skipped) == ["bad.png"] and "not a safe relative path" in report.errors["../escape.png"]
+    assert "a::b.png" in report.errors
     restored = storage.open_image(f"{destination}/two.png")
-    assert restored.format == "PNG" and np.array_equal(np.asarray(restored), np.asarray(pillow_diffcodec.decode(encoded[1])))
+    assert restored.format == "PNG" and np.array_equal(
+        np.asarray(restored), np.asarray(pillow_diffcodec.decode(encoded[1]))
+    )
     assert "extract" in capsys.readouterr().err  # the progress bar
     raw = storage.open_archive(url).extract(str(tmp_path / "raw"), format=None, progress=False)
     assert (tmp_path / "raw" / "deep" / "dir" / "one.ddcm").read_bytes() == encoded[0] and len(raw.written) == 2

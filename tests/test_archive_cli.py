@@ -46,7 +46,9 @@ def test_info_and_ls(archive_url, capsys) -> None:
     assert "failed" in lines[3] and "UnidentifiedImageError" in lines[3]
     assert run("ls", archive_url, "--status", "ok", "--json") == 0
     assert [json.loads(line)["key"] for line in capsys.readouterr().out.splitlines()] == [
-        "photos/p0.jpg", "photos/p1.jpg", "photos/p2.jpg"
+        "photos/p0.jpg",
+        "photos/p1.jpg",
+        "photos/p2.jpg",
     ]
 
 
@@ -90,6 +92,7 @@ def test_console_script(archive_url) -> None:
     assert script is not None
     help_text = subprocess.run([script, "archive", "--help"], capture_output=True, text=True, timeout=120)
     assert help_text.returncode == 0 and all(c in help_text.stdout for c in ("info", "ls", "verify", "extract"))
-    listing = subprocess.run([script, "archive", "ls", archive_url, "--status", "failed"], capture_output=True,
-                             text=True, timeout=120)
+    listing = subprocess.run(
+        [script, "archive", "ls", archive_url, "--status", "failed"], capture_output=True, text=True, timeout=120
+    )
     assert listing.returncode == 1 and "photos/broken.jpg" in listing.stdout and listing.stderr == ""

@@ -61,7 +61,9 @@ def test_array_layout_is_checked(tmp_path) -> None:
     with pytest.raises(InvalidParameterError, match="one image per chunk"):
         zarr.create_array(str(tmp_path / "a"), shape=(2, 8, 8, 3), chunks=(2, 8, 8, 3), dtype="uint8", serializer=codec)
     with pytest.raises(InvalidParameterError, match="uint8"):
-        zarr.create_array(str(tmp_path / "b"), shape=(2, 8, 8, 3), chunks=(1, 8, 8, 3), dtype="float32", serializer=codec)
+        zarr.create_array(
+            str(tmp_path / "b"), shape=(2, 8, 8, 3), chunks=(1, 8, 8, 3), dtype="float32", serializer=codec
+        )
 
 
 READ_BACK = """
@@ -76,7 +78,11 @@ def test_plain_zarr_reads_the_array_in_a_fresh_process(tmp_path, photo, model_di
     codec = DiffCodecImageCodec(model=str(model_dir), params=FAST)
     pixels = np.stack([np.asarray(photo)[:16, :16], np.asarray(photo)[16:32, 16:32], np.asarray(photo)[:16, 32:48]])
     array = zarr.create_array(
-        str(tmp_path / "images.zarr"), shape=pixels.shape, chunks=(1, 16, 16, 3), dtype="uint8", serializer=codec,
+        str(tmp_path / "images.zarr"),
+        shape=pixels.shape,
+        chunks=(1, 16, 16, 3),
+        dtype="uint8",
+        serializer=codec,
         compressors=None,
     )
     array[:] = pixels
@@ -87,7 +93,10 @@ def test_plain_zarr_reads_the_array_in_a_fresh_process(tmp_path, photo, model_di
     assert np.array_equal(expected[1], np.asarray(pillow_diffcodec.decode(stored)))
     child = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(READ_BACK), str(tmp_path / "images.zarr"), str(tmp_path / "back.npy")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert child.returncode == 0, child.stderr[-3000:]
     assert child.stdout.strip() == "diffcodec"

@@ -163,7 +163,9 @@ def test_shard_writer_killed_midway_then_retried(tmp_path, encoded, sources) -> 
     assert len(complete) >= 2 and len(archive) == 12 and archive.keys() == keys  # at most one was cut short
     assert archive.verify().healthy  # whatever shard was cut short is pending, not half visible
     for shard in {0, 1, 2} - set(complete):
-        storage.write_shard(url, shard, [storage.Entry.ok(k, encoded[int(k[1:]) % 6]) for k in keys[4 * shard : 4 * shard + 4]])
+        storage.write_shard(
+            url, shard, [storage.Entry.ok(k, encoded[int(k[1:]) % 6]) for k in keys[4 * shard : 4 * shard + 4]]
+        )
     archive = storage.open_archive(url)
     assert archive.complete_shards() == [0, 1, 2] and archive.counts() == {"ok": 12, "failed": 0, "pending": 0}
     assert [archive.read_bytes(k) for k in keys] == [encoded[n % 6] for n in range(12)]
@@ -173,8 +175,13 @@ def test_two_processes_write_different_shards_at_once(tmp_path, encoded, sources
     url = str(tmp_path / "job.zarr")
     keys = reserve(url, 24)
     children = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(CHILD_SHARDS), url, str(sources), shards, "3"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CHILD_SHARDS), url, str(sources), shards, "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         for shards in ("0,2,4", "1,3,5")
     ]
     outputs = [child.communicate(timeout=120) for child in children]

@@ -79,9 +79,22 @@ def test_worker_processes_write_shards_to_s3_at_once(s3_options, encoded, tmp_pa
         (tmp_path / "src" / f"{number}.ddcm").write_bytes(data)
     shard_keys = json.dumps({shard: reservation.shard_keys(shard) for shard in reservation.shards})
     workers = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER), url, json.dumps(s3_options),
-                          str(tmp_path / "src"), shards, shard_keys], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(WORKER),
+                url,
+                json.dumps(s3_options),
+                str(tmp_path / "src"),
+                shards,
+                shard_keys,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for shards in ("0,2", "1,3")
     ]
     results = [worker.communicate(timeout=180) for worker in workers]
