@@ -27,11 +27,14 @@ MAX_DECODE_PIXELS: int | None = 1 << 25  # 32 MP: twice the 16 MP the presets ar
 DEFAULT = "default"
 
 
+def pillow_pixel_limit() -> int | None:
+    """Pillow's error threshold for decompression bombs: twice ``Image.MAX_IMAGE_PIXELS`` (read now)."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * int(Image.MAX_IMAGE_PIXELS)
+
+
 def max_pixels_default() -> int | None:
-    """The pixel limit in force: the smaller of :data:`MAX_DECODE_PIXELS` and Pillow's error threshold."""
-    limits = [2 * int(Image.MAX_IMAGE_PIXELS)] if Image.MAX_IMAGE_PIXELS is not None else []
-    if MAX_DECODE_PIXELS is not None:
-        limits.append(MAX_DECODE_PIXELS)
+    """The pixel limit in force for decoding: the smaller of :data:`MAX_DECODE_PIXELS` and Pillow's threshold."""
+    limits = [limit for limit in (pillow_pixel_limit(), MAX_DECODE_PIXELS) if limit is not None]
     return min(limits) if limits else None
 
 

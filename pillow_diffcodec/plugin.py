@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile
 
-from . import container
+from . import container, limits
 from .codecs import CODECS, CODECS_BY_ID, CodecEntry
 from .errors import NotDiffCodecFileError
 from .fileinfo import ParsedFile, read_file
@@ -40,8 +40,8 @@ class DiffCodecImageFile(ImageFile.ImageFile):
         data = self.fp.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise SyntaxError(f"diffcodec file larger than {MAX_FILE_BYTES} bytes")
-        try:
-            parsed = read_file(data)
+        try:  # Pillow's own bomb threshold applies at open, as for its formats; the decode limits at load()
+            parsed = read_file(data, max_pixels=limits.pillow_pixel_limit())
         except NotDiffCodecFileError as exc:
             raise SyntaxError(str(exc)) from None  # not ours after all: let Pillow try other formats
         self._size = (parsed.header.width, parsed.header.height)

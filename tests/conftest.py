@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -76,3 +78,15 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 FAST = dict(steps=3, codebook_size=16)
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    """Peak signal-to-noise ratio in dB of two same-size 8-bit images (inf when identical)."""
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+@pytest.fixture()
+def options(model_dir) -> dict:
+    """Fast encode options with the tiny model loaded by path (as a user would pass it)."""
+    return dict(model=str(model_dir), **FAST)

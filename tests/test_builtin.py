@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -14,10 +14,7 @@ import pillow_diffcodec as pdc
 from pillow_diffcodec.models import BUILTIN_MODELS, load_model
 from pillow_diffcodec.models import train_builtin
 
-
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
-    return 10 * math.log10(255**2 / mse)
+from .conftest import psnr
 
 
 def test_builtin_is_shipped_small_and_loads_offline() -> None:
@@ -31,6 +28,7 @@ def test_builtin_is_shipped_small_and_loads_offline() -> None:
     assert out.split() == ["builtin", "16"]
 
 
+@pytest.mark.slow
 def test_builtin_is_the_default_and_round_trips_a_photo(photo) -> None:
     result = pdc.encode_images([photo], quality=75, steps=12)[0]
     meta = pdc.info(result.data)

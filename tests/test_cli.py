@@ -14,8 +14,8 @@ from PIL import Image
 SCRIPT = shutil.which("diffcodec", path=str(Path(sys.executable).parent)) or "diffcodec"
 
 
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, check=check, timeout=300)
+def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from pillow_diffcodec import codebook
 from pillow_diffcodec.codecs import ddcm, ddcm_format
 from pillow_diffcodec.errors import InvalidParameterError, ModelMismatchError
 
-from .conftest import identity_denoiser, tiny_model
+from .conftest import identity_denoiser, psnr, tiny_model
 
 CONFIGS = [
     dict(steps=6, codebook_size=64),
@@ -25,11 +25,6 @@ CONFIGS = [
     dict(steps=5, codebook_size=32, atoms=3, coef_levels=2, tile=16),
     dict(steps=5, codebook_size=40, atoms=2, selection="topm", tile=24),
 ]
-
-
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
-    return 10 * math.log10(255**2 / mse)
 
 
 @pytest.mark.parametrize("params", CONFIGS, ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))

@@ -12,12 +12,6 @@ import pytest
 import storage
 from pillow_diffcodec.errors import InvalidParameterError
 
-from .conftest import FAST
-
-
-@pytest.fixture()
-def options(model_dir) -> dict:
-    return dict(model=str(model_dir), **FAST)
 
 
 def test_memory_and_local_url_round_trip(tmp_path, photo, options) -> None:

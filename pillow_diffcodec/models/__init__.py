@@ -99,8 +99,11 @@ def locate(reference: str | Path) -> tuple[str, Path]:
     if text in BUILTIN_MODELS and _layout_of(BUILTIN_MODELS[text]):
         return text, BUILTIN_MODELS[text]
     path = Path(text).expanduser()
-    if path.is_dir():
-        return str(path.resolve()), path.resolve()
+    try:
+        if path.is_dir():
+            return str(path.resolve()), path.resolve()
+    except (OSError, ValueError):  # not a usable path (a NUL byte, a name too long...): try the other kinds
+        pass
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
         snapshot = _from_hf_cache(text)
         if snapshot is not None:
@@ -108,7 +111,7 @@ def locate(reference: str | Path) -> tuple[str, Path]:
     hint = f" ({KNOWN_PIXEL_MODELS[text]})" if text in KNOWN_PIXEL_MODELS else ""
     raise ModelNotFoundError(
         f"Model {text!r}{hint} not found. Looked for a built-in model {sorted(BUILTIN_MODELS)}, a local directory "
-        f"{str(path.resolve())!r}, and a Hugging Face repo in the local cache {_hf_cache_dir()!r} "
+        f"{os.path.abspath(path)!r}, and a Hugging Face repo in the local cache {_hf_cache_dir()!r} "
         f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}; nothing is downloaded). Provide it by passing "
         "model= a folder written by DDPMPipeline.save_pretrained or a downloaded google/ddpm-* folder, or by "
         "downloading the repo into the Hugging Face cache on a machine with network access"
