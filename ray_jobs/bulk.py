@@ -1,0 +1,270 @@
+"""``bulk_compress``: a whole image dataset into one zarr archive, on every worker a Ray cluster has.
+
+The driver follows the archive's parallel-writer contract (docs/ARCHIVE.md, "Parallel writers"):
+
+1. list the source once, in a deterministic order; open the archive with the job's settings recorded
+   (a rerun with other settings is refused); reserve the keys (a rerun gets the same reservation);
+2. hand the shards that are not complete yet to encoder actors through ``ray.util.ActorPool``; each
+   actor loads the model once and writes whole shards;
+3. shards whose worker died, or that could not be written, are handed out again (up to
+   ``MAX_ROUNDS`` rounds, on the workers still alive plus new ones where the cluster has room);
+4. count the entries, store the report in the archive and return it.
+
+Every shard is written whole or not at all, so an interrupted job (Ctrl-C, a dead driver) leaves an
+archive that the same call completes, skipping the finished shards and duplicating nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fsspec
+from tqdm.auto import tqdm
+
+import storage
+from pillow_diffcodec.codecs import DEFAULT_CODEC, codec_by_name
+from pillow_diffcodec.container import MAX_SEED
+from pillow_diffcodec.errors import InvalidParameterError
+from pillow_diffcodec.options import DEFAULT_QUALITY, check_known
+
+from .cluster import RaySession, WorkerPlan, connect, plan_workers
+from .encoder import JOB_ERRORS, EncodeSettings, ShardEncoder, ShardResult
+from .errors import IncompleteJobError
+from .report import BulkReport, store_report
+from .sources import Listing, SourceItem, list_source
+
+DEFAULT_BATCH_SIZE = 8
+MAX_ITEMS_PER_SHARD = 1024  # the archive's default: about ten objects per 1024 images
+SHARDS_PER_WORKER = 4  # small jobs are cut finer, so that every worker gets several shards
+MAX_ROUNDS = 3  # a shard is handed out at most this often before the job gives up on it
+
+
+def bulk_compress(
+    source: str,
+    dest: str,
+    *,
+    model: str | None = None,
+    bpp: float | None = None,
+    quality: float | None = None,
+    codec: str = DEFAULT_CODEC,
+    seed: int = 0,
+    keep_alpha: bool = True,
+    dtype: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    items_per_shard: int | None = None,
+    num_gpus: float | None = None,
+    num_workers: int | None = None,
+    ray_address: str | None = None,
+    resume: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    image_column: str = "image",
+    key_column: str = "key",
+    progress: bool = True,
+    **codec_params: Any,
+) -> BulkReport:
+    """Encode every image of ``source`` into the zarr archive ``dest``; returns (and stores) the report.
+
+    ``source``: a folder or glob of images, a tar or zip archive, or parquet with ``image_column``
+    and ``key_column`` (see :mod:`ray_jobs.sources`); ``dest``: an archive path or URL. Both take
+    ``storage_options``. Encoding options are those of :func:`pillow_diffcodec.encode_images`
+    (``model``, ``bpp`` or ``quality``, ``codec``, ``seed``, ``keep_alpha``, ``dtype`` and the codec's
+    own parameters); they are recorded in the archive, and a rerun with other ones is refused
+    (:class:`storage.JobMismatchError`). Same-size images are encoded ``batch_size`` at a time.
+
+    Ray: an existing connection is used; else ``ray_address`` (or ``RAY_ADDRESS``) is joined; else a
+    local instance sized to this machine is started and stopped again. One encoder actor runs per CPU,
+    or per ``num_gpus`` GPUs when the cluster has GPUs (default 1; 0 forces CPUs); ``num_workers``
+    caps their number. ``items_per_shard`` sets the shard size of a new archive (default: about
+    four shards per worker, at most 1024 items each).
+
+    ``resume=True`` completes an archive this job started (finished shards are skipped);
+    ``resume=False`` replaces whatever archive is at ``dest``. Items that cannot be read or encoded
+    are recorded as failed entries with their error. Raises :class:`ray_jobs.IncompleteJobError`
+    (with the report) when shards are still missing after every retry; rerunning completes them.
+    """
+    started = time.perf_counter()
+    settings = _settings(model, bpp, quality, codec, seed, keep_alpha, dtype, batch_size, codec_params)
+    from pillow_diffcodec.models import load_model
+
+    loaded = load_model(settings.model, dtype=settings.dtype)  # resolves the name and fingerprint the job records
+    settings = EncodeSettings(**{**settings.__dict__, "model": loaded.name})
+    listing = list_source(source, storage_options, image_column=image_column, key_column=key_column)
+    job = {
+        "codec": codec_by_name(codec).name,
+        "model": loaded.name,
+        "fingerprint": loaded.fingerprint.hex(),
+        "params": settings.recorded(),
+        "source": _canonical(source),
+    }
+    session = connect(ray_address)
+    try:
+        plan = plan_workers(num_gpus, num_workers)
+        shard_size = items_per_shard or _default_items_per_shard(len(listing.items), plan.count)
+        archive = storage.open_archive(
+            dest, "a" if resume else "w", storage_options, items_per_shard=shard_size, job=job
+        )
+        reservation = archive.reserve(listing.keys)
+        finished = set(archive.complete_shards())
+        todo = [shard for shard in reservation.shards if shard not in finished]
+        skipped = sum(len(reservation.shard_slots(shard)) for shard in reservation.shards if shard in finished)
+        by_shard = _items_by_shard(listing, reservation, todo)
+        with tqdm(total=len(listing.items), initial=skipped, unit="img", desc="bulk", disable=not progress,
+                  smoothing=0.1) as bar:
+            results, errors, workers = _run_shards(
+                by_shard, plan, (dest, storage_options, listing.reader, settings, plan.device), bar
+            )
+        report = _report(source, dest, storage_options, listing, results, errors, skipped, workers, session, started)
+    finally:
+        session.close()
+    store_report(dest, report, storage_options)
+    if not report.complete:
+        raise IncompleteJobError(
+            f"{report.pending} of {report.items} items of {dest} are not written ({len(errors)} shard(s) failed "
+            f"after {MAX_ROUNDS} tries; e.g. {next(iter(errors.values()), 'no worker was left')}); "
+            "the archive is resumable: rerun the same job",
+            report,
+        )
+    return report
+
+
+def _settings(
+    model: str | None, bpp: float | None, quality: float | None, codec: str, seed: int, keep_alpha: bool,
+    dtype: str | None, batch_size: int, codec_params: Mapping[str, Any],
+) -> EncodeSettings:
+    """Validated settings, so that a mistake stops the job before any item is encoded (not in every worker)."""
+    entry = codec_by_name(codec)
+    check_known(codec_params, entry.options, entry.name)
+    entry.params.from_dict(dict(codec_params))  # checks every given value
+    if bpp is not None and quality is not None:
+        raise InvalidParameterError("Give bpp= or quality=, not both")
+    if bpp is not None and (isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp < math.inf):
+        raise InvalidParameterError(f"Expected bpp to be a positive number, got {bpp!r}")
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, (int, float))
+                                or not 0 <= quality <= 100):
+        raise InvalidParameterError(f"Expected quality in [0, 100], got {quality!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidParameterError(f"Expected seed in [0, {MAX_SEED}], got {seed!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidParameterError(f"Expected batch_size to be a positive int, got {batch_size!r}")
+    if bpp is None and quality is None and not codec_params:
+        quality = DEFAULT_QUALITY  # what encode() would use; recorded so that both spellings match on resume
+    return EncodeSettings(
+        codec=entry.name, model=str(model or "builtin"), bpp=bpp, quality=quality, seed=seed,
+        keep_alpha=bool(keep_alpha), dtype=dtype, batch_size=batch_size, params=dict(codec_params),
+    )
+
+
+def _canonical(source: str) -> str:
+    """The source as recorded in the job: local paths made absolute, URLs as given."""
+    protocol = fsspec.core.split_protocol(source)[0]
+    if protocol is None and "::" not in source:
+        return os.path.abspath(source)
+    return source
+
+
+def _default_items_per_shard(items: int, workers: int) -> int:
+    return max(1, min(MAX_ITEMS_PER_SHARD, math.ceil(items / (SHARDS_PER_WORKER * workers))))
+
+
+def _items_by_shard(listing: Listing, reservation: storage.Reservation, shards: Sequence[int]) -> dict[int, list[SourceItem]]:
+    """The source items of each shard to write (listing order equals reservation order)."""
+    by_shard = {}
+    for shard in shards:
+        slots = reservation.shard_slots(shard)
+        by_shard[shard] = list(listing.items[slots.start - reservation.start : slots.stop - reservation.start])
+    return by_shard
+
+
+def _run_shards(
+    by_shard: dict[int, list[SourceItem]], plan: WorkerPlan, actor_args: tuple[Any, ...], bar: tqdm
+) -> tuple[dict[int, ShardResult], dict[int, str], int]:
+    """Encode the shards on an ActorPool of encoders; returns (results, errors of shards left unwritten, workers)."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.util import ActorPool
+
+    encoder = ray.remote(ShardEncoder).options(**plan.actor_options())
+    results: dict[int, ShardResult] = {}
+    errors: dict[int, str] = {}
+    alive: list[Any] = []
+    made: list[Any] = []
+    try:
+        for attempt in range(MAX_ROUNDS):
+            missing = [shard for shard in by_shard if shard not in results]
+            if not missing:
+                break
+            wanted = min(plan.count, len(missing)) - len(alive)
+            fresh = [encoder.remote(*actor_args) for _ in range(wanted if attempt == 0 else min(wanted, plan.room()))]
+            made += fresh
+            alive += fresh
+            if not alive:
+                break
+            pool = ActorPool(alive)
+            for shard in missing:
+                pool.submit(lambda actor, shard: actor.encode_shard.remote(shard, by_shard[shard]), shard)
+            while pool.has_next():
+                try:
+                    result = pool.get_next_unordered()
+                except RayTaskError as exc:
+                    if isinstance(exc.cause, JOB_ERRORS):
+                        raise exc.cause from None
+                    raise
+                except RayActorError as exc:  # its shard is handed out again next round
+                    for shard in missing:
+                        if shard not in results:
+                            errors.setdefault(shard, f"the worker died ({str(exc).splitlines()[0]})")
+                    continue
+                if result.error:
+                    errors[result.shard] = result.error
+                    continue
+                results[result.shard] = result
+                errors.pop(result.shard, None)
+                bar.update(result.items)
+            alive = []
+            while pool.has_free():
+                alive.append(pool.pop_idle())
+        return results, {shard: errors.get(shard, "not written") for shard in by_shard if shard not in results}, len(made)
+    finally:
+        for actor in made:
+            ray.kill(actor)
+
+
+def _report(
+    source: str,
+    dest: str,
+    storage_options: dict[str, Any] | None,
+    listing: Listing,
+    results: dict[int, ShardResult],
+    errors: dict[int, str],
+    skipped: int,
+    workers: int,
+    session: RaySession,
+    started: float,
+) -> BulkReport:
+    counts = storage.open_archive(dest, "r", storage_options).counts()
+    wall = time.perf_counter() - started
+    encoded = sum(result.items for result in results.values())
+    ok = sum(result.ok for result in results.values())
+    return BulkReport(
+        source=source,
+        dest=dest,
+        items=len(listing.items),
+        ok=counts["ok"],
+        failed=counts["failed"],
+        pending=counts["pending"],
+        skipped=skipped,
+        encoded=encoded,
+        bytes_in=sum(result.bytes_in for result in results.values()),
+        bytes_out=sum(result.bytes_out for result in results.values()),
+        mean_bpp=sum(result.bpp_sum for result in results.values()) / ok if ok else 0.0,
+        images_per_second=encoded / wall if wall > 0 else 0.0,
+        wall_seconds=wall,
+        startup_seconds=session.seconds,
+        shards=len(results),
+        workers=workers,
+        errors={str(shard): error for shard, error in sorted(errors.items())},
+    )

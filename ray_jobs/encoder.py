@@ -1,0 +1,186 @@
+"""The worker side of a bulk job: an encoder that loads its model once and turns whole shards into entries.
+
+:class:`ShardEncoder` is the body of a Ray actor (``ray.remote`` is applied by :mod:`ray_jobs.bulk`,
+with the CPUs or GPUs it asks for). For each shard it reads the shard's source items, opens them with
+Pillow, encodes same-size, same-mode images together in batches (one codebook scan per batch) and
+writes the shard with :func:`storage.write_shard`. An item that cannot be read, opened or encoded
+becomes a failed entry with its error; only errors that would fail every item (no model, unknown
+codec) stop the shard.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+import storage
+from storage.archive_layout import Status
+from pillow_diffcodec.errors import ModelNotFoundError, RateFallbackWarning, UnknownCodecError
+
+from .sources import SourceItem, SourceReader
+
+JOB_ERRORS = (ModelNotFoundError, UnknownCodecError)  # these fail every item alike: the job stops instead
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How every item of a job is encoded (what the archive records as the job's params, plus batching)."""
+
+    codec: str
+    model: str
+    bpp: float | None = None
+    quality: float | None = None
+    seed: int = 0
+    keep_alpha: bool = True
+    dtype: str | None = None
+    batch_size: int = 8
+    params: dict[str, Any] = field(default_factory=dict)  # the codec's own parameters
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings that shape the files, JSON-able, as stored in the archive's job (no batching, no device)."""
+        given = {"bpp": self.bpp, "quality": self.quality, "seed": self.seed, "keep_alpha": self.keep_alpha}
+        codec = {name: list(value) if isinstance(value, tuple) else value for name, value in self.params.items()}
+        return {name: value for name, value in {**given, **codec}.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What one shard contributed: entry counts, source and file bytes, the sum of the ok entries' bpp;
+    or, when the shard could not be written, ``error`` (the shard stays incomplete and is retried)."""
+
+    shard: int
+    ok: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bpp_sum: float = 0.0
+    error: str = ""
+
+    @property
+    def items(self) -> int:
+        return self.ok + self.failed
+
+
+@dataclass
+class _Pending:
+    """One source item on its way to an entry."""
+
+    key: str
+    raw: bytes | None
+    image: Image.Image | None = None
+    entry: storage.Entry | None = None
+
+
+class ShardEncoder:
+    """Encodes whole shards of one job into one archive. Make one per worker (it loads the model once)."""
+
+    def __init__(
+        self,
+        dest: str,
+        storage_options: dict[str, Any] | None,
+        reader: SourceReader,
+        settings: EncodeSettings,
+        device: str,
+    ) -> None:
+        from pillow_diffcodec.models import load_model
+
+        self.dest, self.storage_options, self.reader, self.settings = dest, storage_options, reader, settings
+        self.model: Any = None
+        self.failure: Exception | None = None  # raised by encode_shard, so that the driver sees why
+        try:
+            self.model = load_model(settings.model, device=device, dtype=settings.dtype)
+        except JOB_ERRORS as exc:
+            self.failure = exc
+
+    def encode_shard(self, shard: int, items: Sequence[SourceItem]) -> ShardResult:
+        """Read, encode and store the items of shard ``shard`` (the keys the archive reserved there).
+
+        Errors that concern every item (no model, unknown codec) are raised; any other that stops the
+        shard (e.g. the archive cannot be written) is returned in ``ShardResult.error``.
+        """
+        if self.failure is not None:
+            raise self.failure
+        try:
+            return self._encode_shard(shard, items)
+        except JOB_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001  (the driver retries the shard and reports the error)
+            return ShardResult(shard, error=f"{type(exc).__name__}: {exc}")
+
+    def _encode_shard(self, shard: int, items: Sequence[SourceItem]) -> ShardResult:
+        pending = [_Pending(item.key, None) for item in items]
+        for slot, data in zip(pending, self.reader.read(items)):
+            if isinstance(data, Exception):
+                slot.entry = storage.Entry.failed(slot.key, _reading_error(data))
+            else:
+                slot.raw = data
+                slot.image = _open(slot.key, data, slot)
+        for batch in _batches([slot for slot in pending if slot.entry is None], self.settings.batch_size):
+            self._encode(batch)
+        entries = [slot.entry for slot in pending if slot.entry is not None]
+        storage.write_shard(self.dest, shard, entries, storage_options=self.storage_options)
+        ok = [(slot, entry) for slot, entry in zip(pending, entries) if entry.status == Status.OK]
+        return ShardResult(
+            shard=shard,
+            ok=len(ok),
+            failed=len(entries) - len(ok),
+            bytes_in=sum(len(slot.raw or b"") for slot in pending),
+            bytes_out=sum(len(entry.bitstream) for _, entry in ok),
+            bpp_sum=sum(entry.bpp for _, entry in ok),
+        )
+
+    def _encode(self, batch: list[_Pending]) -> None:
+        """Encode a batch together; when that fails, each image alone, so that a bad one fails by itself."""
+        from pillow_diffcodec import encode_images
+
+        settings = self.settings
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RateFallbackWarning)  # small images at a preset: expected in bulk
+                results = encode_images(
+                    [slot.image for slot in batch], codec=settings.codec, model=self.model, bpp=settings.bpp,
+                    quality=settings.quality, seed=settings.seed, keep_alpha=settings.keep_alpha, **settings.params,
+                )
+        except JOB_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001  (anything one image causes is recorded for that image)
+            if len(batch) > 1:
+                for slot in batch:
+                    self._encode([slot])
+                return
+            batch[0].entry = storage.Entry.failed(batch[0].key, exc, source=batch[0].raw)
+            return
+        for slot, result in zip(batch, results):
+            slot.entry = storage.Entry.ok(slot.key, result.data, source=slot.raw)
+            slot.image = None
+
+
+def _reading_error(exc: Exception) -> Exception:
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(f"the source item is missing ({exc})")
+    return exc
+
+
+def _open(key: str, data: bytes, slot: _Pending) -> Image.Image | None:
+    """The decoded source image, or None with ``slot.entry`` set to the failure (any Pillow error on one file)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except Exception as exc:  # noqa: BLE001  (corrupt files raise many types from Pillow's decoders)
+        what = "not an image Pillow can read" if isinstance(exc, Image.UnidentifiedImageError) else str(exc)
+        slot.entry = storage.Entry.failed(key, f"{type(exc).__name__}: {what} ({len(data)} bytes)", source=data)
+        return None
+
+
+def _batches(slots: list[_Pending], size: int) -> list[list[_Pending]]:
+    """Same-size, same-mode images together, at most ``size`` per batch, in item order."""
+    groups: dict[tuple[tuple[int, int], str], list[_Pending]] = {}
+    for slot in slots:
+        groups.setdefault((slot.image.size, slot.image.mode), []).append(slot)  # type: ignore[union-attr]
+    return [group[start : start + size] for group in groups.values() for start in range(0, len(group), size)]

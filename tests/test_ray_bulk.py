@@ -1,0 +1,215 @@
+"""Bulk recompression on a real local Ray instance (2 CPUs): folder, tar, zip and parquet sources with bad
+and unusual images, reruns, refused settings, resuming after the driver is interrupted, and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pillow_diffcodec
+import ray_jobs
+import storage
+from pillow_diffcodec.cli import main as cli_main
+
+from .conftest import FAST
+from .ray_helpers import GOOD_KEYS, IMAGE_KEYS, local_ray, photo, tree_files, write_tar, write_tree  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_tree(tmp_path_factory.mktemp("tree"), tree_files())
+
+
+@pytest.fixture(scope="module")
+def folder_archive(local_ray, folder, model_dir, tmp_path_factory) -> tuple[str, ray_jobs.BulkReport]:
+    """The nested folder compressed once (3 items per shard), shared by the tests that read it."""
+    dest = str(tmp_path_factory.mktemp("archives") / "tree.zarr")
+    report = ray_jobs.bulk_compress(str(folder), dest, model=str(model_dir), items_per_shard=3, progress=False, **FAST)
+    return dest, report
+
+
+def check_entries(dest: str, files: dict[str, bytes]) -> storage.Archive:
+    """Every image key exactly once, ok entries matching their source's size, mode and hash; broken one failed."""
+    archive = storage.open_archive(dest)
+    assert archive.keys() == IMAGE_KEYS and len(archive) == len(IMAGE_KEYS)
+    assert archive.counts() == {"ok": len(GOOD_KEYS), "failed": 1, "pending": 0}
+    failed = archive.failed()
+    assert list(failed) == ["a/broken.png"] and "OSError" in failed["a/broken.png"]
+    for key in GOOD_KEYS:
+        info = archive.info(key)
+        decoded = pillow_diffcodec.decode(archive.read_bytes(key))
+        with Image.open(io.BytesIO(files[key])) as original:
+            assert decoded.size == original.size == (info["width"], info["height"])
+            assert decoded.mode == original.mode == info["mode"]
+        assert info["source_sha256"] == hashlib.sha256(files[key]).hexdigest()
+    return archive
+
+
+def test_nested_folder_with_corrupt_gray_rgba_and_odd_images(folder_archive) -> None:
+    dest, report = folder_archive
+    check_entries(dest, tree_files())
+    assert (report.items, report.ok, report.failed, report.pending, report.skipped) == (8, 7, 1, 0, 0)
+    assert report.encoded == 8 and report.shards == 3 and report.workers == 2 and report.complete
+    assert report.bytes_in == sum(len(tree_files()[key]) for key in IMAGE_KEYS)
+    archive = storage.open_archive(dest)
+    assert report.bytes_out == sum(len(archive.read_bytes(key)) for key in GOOD_KEYS)
+    assert report.mean_bpp == pytest.approx(np.mean([archive.info(key)["bpp"] for key in GOOD_KEYS]))
+    assert report.images_per_second > 0 and report.wall_seconds > 0
+    assert ray_jobs.read_report(dest) == json.loads(json.dumps(report.as_dict()))
+    assert archive.job["params"] == {"seed": 0, "keep_alpha": True, **FAST}
+    assert archive.job["source"] == str(Path(report.source).resolve())
+
+
+def test_tar_and_zip_sources_give_the_same_entries(local_ray, folder_archive, model_dir, tmp_path) -> None:
+    files = tree_files()
+    tar = write_tar(tmp_path / "photos.tar", files)
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    reference = storage.open_archive(folder_archive[0])
+    for number, source in enumerate((str(tar), str(tmp_path / "photos.zip"), f"tar://a::{tar}")):
+        dest = str(tmp_path / f"archive{number}.zarr")
+        report = ray_jobs.bulk_compress(source, dest, model=str(model_dir), items_per_shard=4, progress=False, **FAST)
+        if source.startswith("tar://a::"):  # a chained URL into the tar's subfolder a/
+            assert storage.open_archive(dest).keys() == ["b/alpha.png", "b/odd.png", "broken.png", "gray.png"]
+            continue
+        assert (report.ok, report.failed) == (7, 1)
+        archive = check_entries(dest, files)
+        for key in GOOD_KEYS:  # the same settings give the same files whatever the batching
+            assert archive.read_bytes(key) == reference.read_bytes(key)
+
+
+def test_rerun_skips_finished_shards_and_other_settings_are_refused(folder_archive, folder, model_dir) -> None:
+    dest, _ = folder_archive
+    before = storage.open_archive(dest)
+    again = ray_jobs.bulk_compress(str(folder), dest, model=str(model_dir), items_per_shard=3, progress=False, **FAST)
+    assert (again.skipped, again.encoded, again.shards, again.ok, again.failed) == (8, 0, 0, 7, 1)
+    assert storage.open_archive(dest).keys() == before.keys()
+    with pytest.raises(storage.JobMismatchError, match=r"params: archive has .*'steps': 3.*this job .*'steps': 4"):
+        ray_jobs.bulk_compress(str(folder), dest, model=str(model_dir), progress=False, steps=4, codebook_size=16)
+    with pytest.raises(storage.JobMismatchError, match="model: archive has"):
+        ray_jobs.bulk_compress(str(folder), dest, progress=False, **FAST)
+
+
+def test_parquet_source_with_a_corrupt_row(local_ray, model_dir, tmp_path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    files = tree_files()
+    images = {key: files[key] for key in IMAGE_KEYS}
+    table = pa.table({"name": list(images), "png": list(images.values()), "label": list(range(len(images)))})
+    pq.write_table(table, tmp_path / "part-0.parquet", row_group_size=3)
+    hf_style = pa.table({"name": ["extra/hf.png"], "png": [{"bytes": files["crops/c0.png"], "path": "c0.png"}],
+                         "label": [99]})
+    pq.write_table(hf_style, tmp_path / "part-1.parquet")
+    dest = str(tmp_path / "parquet.zarr")
+    report = ray_jobs.bulk_compress(str(tmp_path), dest, model=str(model_dir), image_column="png", key_column="name",
+                                    items_per_shard=2, progress=False, **FAST)
+    assert (report.items, report.ok, report.failed) == (9, 8, 1)
+    archive = storage.open_archive(dest)
+    assert archive.keys() == IMAGE_KEYS + ["extra/hf.png"]
+    assert list(archive.failed()) == ["a/broken.png"]
+    with pytest.raises(ray_jobs.SourceError, match=r"no column 'image'.*\['name', 'png', 'label'\]"):
+        ray_jobs.bulk_compress(str(tmp_path / "part-0.parquet"), str(tmp_path / "x.zarr"), model=str(model_dir),
+                               progress=False, **FAST)
+
+
+def test_read_archive_equals_decoding_one_by_one(folder_archive) -> None:
+    dest, _ = folder_archive
+    rows = ray_jobs.read_archive(dest).take_all()
+    archive = storage.open_archive(dest)
+    assert sorted(row["key"] for row in rows) == GOOD_KEYS
+    for row in rows:
+        expected = pillow_diffcodec.decode(archive.read_bytes(row["key"]))
+        assert np.array_equal(row["image"], np.asarray(expected))
+        info = archive.info(row["key"])
+        assert {name: row[name] for name in ("index", "width", "height", "mode", "bytes", "source_sha256")} == {
+            name: info[name] for name in ("index", "width", "height", "mode", "bytes", "source_sha256")
+        }
+
+
+def test_bulk_extract_cli_writes_pngs_in_parallel(folder_archive, tmp_path, capsys) -> None:
+    dest, _ = folder_archive
+    status = cli_main(["bulk-extract", dest, str(tmp_path / "out"), "-q"])
+    captured = capsys.readouterr()
+    assert status == 1  # the corrupt source is a failed entry, reported as skipped
+    assert "a/broken.png: skipped: OSError" in captured.err
+    assert "extracted 7 entries" in captured.out
+    archive = storage.open_archive(dest)
+    for key in GOOD_KEYS:
+        with Image.open(tmp_path / "out" / key) as written:
+            assert written.format == "PNG"
+            assert np.array_equal(np.asarray(written), np.asarray(pillow_diffcodec.decode(archive.read_bytes(key))))
+
+
+def test_bulk_cli_reports_and_refuses_in_one_line(local_ray, folder, model_dir, tmp_path, capsys) -> None:
+    dest = str(tmp_path / "cli.zarr")
+    arguments = ["bulk", str(folder), dest, "--model", str(model_dir), "--steps", "3", "--codebook-size", "16", "-q"]
+    assert cli_main([*arguments, "--json"]) == 1  # one item failed
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert (report["ok"], report["failed"], report["pending"]) == (7, 1, 0)
+    assert "1 item(s) failed; list them with: diffcodec archive ls" in captured.err
+    assert cli_main([*arguments[:-3], "--steps", "5", "-q"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("diffcodec bulk: ") and "\n" not in error and "Traceback" not in error
+    assert "other settings" in error and "'steps': 5" in error
+    assert cli_main(["bulk", str(tmp_path / "nothing"), dest, "-q"]) == 2
+    assert "No such source" in capsys.readouterr().err
+
+
+DRIVER = """
+import sys, ray_jobs
+source, dest, model, address = sys.argv[1:5]
+ray_jobs.bulk_compress(source, dest, model=model, ray_address=address, items_per_shard=1, progress=False,
+                       steps=8, codebook_size=16)
+"""
+
+
+def test_interrupted_job_resumes_with_every_item_exactly_once(local_ray, model_dir, tmp_path) -> None:
+    source = photo()
+    files = {}
+    for number in range(12):
+        buffer = io.BytesIO()
+        source.crop((number, number, number + 16, number + 16)).save(buffer, format="PNG")
+        files[f"img{number:02d}.png"] = buffer.getvalue()
+    folder = write_tree(tmp_path / "src", files)
+    dest = str(tmp_path / "resume.zarr")
+    driver = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(DRIVER), str(folder), dest, str(model_dir), local_ray],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    k = 2
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None:
+        try:
+            if len(storage.open_archive(dest).complete_shards()) >= k:
+                break
+        except storage.ArchiveError:
+            pass  # not created yet
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C after k shards
+    assert driver.wait(timeout=60) != 0, driver.stderr.read()
+    interrupted = storage.open_archive(dest)
+    done = interrupted.complete_shards()
+    assert k <= len(done) < 12 and interrupted.counts()["pending"] == 12 - len(done)
+    report = ray_jobs.bulk_compress(str(folder), dest, model=str(model_dir), items_per_shard=1, progress=False,
+                                    steps=8, codebook_size=16)
+    assert report.skipped == len(done) and report.encoded == 12 - len(done)
+    archive = storage.open_archive(dest)
+    assert archive.keys() == sorted(files) and len(archive) == 12
+    assert archive.counts() == {"ok": 12, "failed": 0, "pending": 0}
+    assert archive.verify().ok == 12
