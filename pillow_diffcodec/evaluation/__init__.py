@@ -1,0 +1,42 @@
+"""Rate-distortion evaluation of diffusion codecs against classical codecs (``diffcodec eval``).
+
+    from pillow_diffcodec.evaluation import evaluate, write_report
+    table = evaluate("photos/", bpp=[0.05, 0.1, 0.2], baselines=["jpeg", "webp"], crop=256, out="results/")
+    write_report(table, "results/")          # CSV/JSON per image and per point, BD-rates, RD plots
+    print(format_summary(table))
+
+Not imported by ``import pillow_diffcodec``; names load on first use, so the CLI can register the
+``eval`` subcommand without importing torch, pytorch-msssim or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "evaluate": "runner",
+    "EvaluationError": "runner",
+    "list_images": "runner",
+    "load_results": "runner",
+    "EvalTable": "table",
+    "Row": "table",
+    "PointSummary": "table",
+    "Failure": "table",
+    "write_report": "report",
+    "format_summary": "report",
+    "plot": "report",
+    "bd_rate": "bdrate",
+    "bd_rates": "bdrate",
+    "psnr": "metrics",
+    "ms_ssim": "metrics",
+    "BASELINES": "baselines",
+    "encode_at_bpp": "baselines",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""Distortion metrics of a decoded image against its original (RGB, 8 bit).
+
+- PSNR: ``10 log10(255^2 / MSE)`` over all RGB samples (inf for identical images).
+- MS-SSIM: Wang, Simoncelli and Bovik, "Multi-scale structural similarity for image quality
+  assessment" (Asilomar 2003), computed by the maintained ``pytorch-msssim`` package: 5 scales with the
+  paper's weights, 11x11 Gaussian window with sigma 1.5, data range 255, mean over RGB. That package needs
+  the smaller image side above ``(win - 1) * 16``; smaller images use the largest odd window that fits
+  (at least 3, so images need more than 32 px a side), which ``ms_ssim_window`` reports.
+- LPIPS (Zhang et al., CVPR 2018) only when the ``lpips`` package and its AlexNet weights are already on
+  the machine; FID/KID of patches (as in the DDCM and PSC papers) need Inception weights, which this
+  module never fetches: :func:`perceptual_note` says what was skipped and why. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+MS_SSIM_WINDOW = 11
+MS_SSIM_MIN_WINDOW = 3
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"  # the torchvision file LPIPS(net="alex") loads from the hub cache
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float64)
+
+
+def _check_sizes(a: Image.Image, b: Image.Image) -> None:
+    if a.size != b.size:
+        raise ValueError(f"Images differ in size: {a.size} vs {b.size}")
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    """PSNR in dB of two same-size images, over all RGB samples (``inf`` when identical)."""
+    _check_sizes(a, b)
+    mse = float(np.mean((_rgb_array(a) - _rgb_array(b)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def ms_ssim_window(width: int, height: int) -> int:
+    """The Gaussian window MS-SSIM uses at this size: 11, or the largest odd size that 5 scales allow."""
+    side = min(width, height)
+    window = MS_SSIM_WINDOW
+    while window > MS_SSIM_MIN_WINDOW and side <= (window - 1) * 16:
+        window -= 2
+    if side <= (window - 1) * 16:
+        raise ValueError(f"MS-SSIM needs images larger than {(MS_SSIM_MIN_WINDOW - 1) * 16} px a side, got {width}x{height}")
+    return window
+
+
+def ms_ssim(a: Image.Image, b: Image.Image) -> float:
+    """MS-SSIM (pytorch-msssim, RGB, data range 255) of two same-size images; 1.0 when identical."""
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    _check_sizes(a, b)
+    window = ms_ssim_window(*a.size)
+    x = torch.from_numpy(_rgb_array(a)).permute(2, 0, 1)[None]
+    y = torch.from_numpy(_rgb_array(b)).permute(2, 0, 1)[None]
+    return float(_ms_ssim(x, y, data_range=255, size_average=True, win_size=window))
+
+
+@lru_cache(maxsize=1)
+def _lpips_model() -> Any | None:
+    """An LPIPS(alex) network when the package and its weights are already here, else None (never downloads)."""
+    if importlib.util.find_spec("lpips") is None:
+        return None
+    import torch
+
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS).is_file():
+        return None
+    import lpips
+
+    return lpips.LPIPS(net="alex", verbose=False).eval()
+
+
+def lpips_available() -> bool:
+    """True when LPIPS can be computed without downloading anything."""
+    return _lpips_model() is not None
+
+
+def lpips_distance(a: Image.Image, b: Image.Image) -> float:
+    """LPIPS (AlexNet) of two same-size images; requires :func:`lpips_available`."""
+    import torch
+
+    _check_sizes(a, b)
+    model = _lpips_model()
+    if model is None:
+        raise RuntimeError("LPIPS is not available on this machine")
+
+    def tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(_rgb_array(image) / 127.5 - 1).permute(2, 0, 1)[None].float()
+
+    with torch.no_grad():
+        return float(model(tensor(a), tensor(b)))
+
+
+def perceptual_note() -> str:
+    """One line saying which perceptual metrics are skipped and why (empty when none is)."""
+    skipped = ["patch FID/KID (Inception weights are never downloaded)"]
+    if not lpips_available():
+        skipped.insert(0, f"LPIPS (needs the 'lpips' package and {ALEXNET_WEIGHTS} in the torch hub cache)")
+    return "skipped: " + "; ".join(skipped) + " - nothing is downloaded"

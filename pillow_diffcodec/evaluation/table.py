@@ -1,0 +1,165 @@
+"""The result table of an evaluation: one row per (image, codec, rate point), per-point means, and the
+journal (``rows.jsonl``) that makes runs resumable.
+
+A row's key is ``(image, codec, point)``; ``point`` names the diffusion codec's rate point
+(``"bpp=0.05"`` or ``"quality=40"``), and the baselines' rows at that point were coded at the rate of
+the diffusion file of the same image and point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JOURNAL = "rows.jsonl"
+
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One image coded by one codec at one rate point, with its measurements."""
+
+    image: str
+    codec: str
+    point: str
+    target_bpp: float | None  # diffusion: the requested bpp (None for a quality point); baselines: the diffusion file's bpp
+    bpp: float  # whole file, headers included
+    psnr: float
+    ms_ssim: float
+    encode_s: float
+    decode_s: float
+    setting: str  # the codec parameters chosen (JSON) or the baseline's quality
+    reached: bool = True  # False: a baseline's lowest quality was still above the target
+    width: int = 0
+    height: int = 0
+    lpips: float | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.image, self.codec, self.point)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Row:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be evaluated (unreadable, or a codec error), with the reason."""
+
+    image: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PointSummary:
+    """Means over the images of one codec at one rate point."""
+
+    codec: str
+    point: str
+    images: int
+    bpp: float
+    psnr: float
+    ms_ssim: float
+    encode_s: float
+    decode_s: float
+    unreached: int  # baseline rows at their floor (target below the codec's lowest quality)
+    lpips: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _mean(values: Iterable[float]) -> float:
+    items = list(values)
+    return statistics.fmean(items) if items else math.nan
+
+
+@dataclass
+class EvalTable:
+    """Rows of an evaluation plus the images that failed and notes (e.g. skipped metrics)."""
+
+    rows: list[Row] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    codecs: list[str] = field(default_factory=list)  # in display order: the diffusion codec, then baselines
+    points: list[str] = field(default_factory=list)  # in the order given
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _order(self, values: Iterable[str], preferred: list[str]) -> list[str]:
+        present = list(dict.fromkeys(values))
+        return [v for v in preferred if v in present] + [v for v in present if v not in preferred]
+
+    def codec_names(self) -> list[str]:
+        return self._order((r.codec for r in self.rows), self.codecs)
+
+    def point_names(self) -> list[str]:
+        return self._order((r.point for r in self.rows), self.points)
+
+    def summary(self) -> list[PointSummary]:
+        """Means per (codec, point), in codec then point order; PSNR of identical images (inf) stays inf."""
+        result = []
+        for codec in self.codec_names():
+            for point in self.point_names():
+                group = [r for r in self.rows if r.codec == codec and r.point == point]
+                if not group:
+                    continue
+                lpips = [r.lpips for r in group if r.lpips is not None]
+                result.append(PointSummary(
+                    codec=codec, point=point, images=len(group),
+                    bpp=_mean(r.bpp for r in group), psnr=_mean(r.psnr for r in group),
+                    ms_ssim=_mean(r.ms_ssim for r in group), encode_s=_mean(r.encode_s for r in group),
+                    decode_s=_mean(r.decode_s for r in group), unreached=sum(not r.reached for r in group),
+                    lpips=_mean(lpips) if lpips else None,
+                ))
+        return result
+
+    def curve(self, codec: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
+        """(mean bpp, mean metric) per point of ``codec``, sorted by rate."""
+        points = sorted((s.bpp, getattr(s, metric)) for s in self.summary() if s.codec == codec)
+        return [p[0] for p in points], [p[1] for p in points]
+
+
+def read_journal(folder: Path) -> dict[Key, Row]:
+    """Rows already finished in ``folder`` (a torn last line from an interrupted run is ignored)."""
+    path = folder / JOURNAL
+    rows: dict[Key, Row] = {}
+    if not path.is_file():
+        return rows
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):  # torn tail: cut it so the next append starts on a fresh line
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text, encoding="utf-8")
+    for line in text.splitlines():
+        try:
+            row = Row.from_dict(json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        rows[row.key] = row
+    return rows
+
+
+def append_journal(folder: Path, row: Row) -> None:
+    """Append one finished row (flushed and synced, so an interrupted run loses at most the row in flight)."""
+    import os
+
+    with (folder / JOURNAL).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row.to_dict()) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
