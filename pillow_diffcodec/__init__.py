@@ -11,24 +11,24 @@ import importlib
 import sys
 from typing import Any
 
+from . import limits
 from .codecs.ddcm_format import DDCMParams
 from .errors import (
     CorruptFileError,
     DecompressionBombError,
     DiffCodecError,
-    RateFallbackWarning,
-    ResourceExhaustedError,
     EncodingError,
     InvalidParameterError,
     ModelMismatchError,
     ModelNotFoundError,
     NotDiffCodecFileError,
+    RateFallbackWarning,
+    ResourceExhaustedError,
     UnknownCodecError,
     UnsupportedImageError,
     UnsupportedVersionError,
 )
 from .fileinfo import info
-from . import limits
 from .plugin import register_diffcodec_opener
 
 __version__ = "0.1.0"

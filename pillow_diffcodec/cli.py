@@ -61,7 +61,7 @@ class Tally:
 
 @dataclass(frozen=True)
 class Source:
-    """One input: its URL, the path it is read from (protocol stripped) and the folder its output path is relative to."""
+    """One input: its URL, the path it is read from (protocol stripped), and the folder its output is relative to."""
 
     url: str
     path: str
@@ -219,8 +219,8 @@ def _run(job: Job, work: Work, verb: str, progress_mode: str) -> int:
         tally.bpp_sum += bpp
         print(f"{label} -> {target}: {size_in} -> {size_out} bytes, {bpp:.4f} bpp", file=sys.stderr)
     mean = tally.bpp_sum / tally.done if tally.done else 0.0
-    print(f"{verb} {tally.done} file(s), {tally.failed} failed; {tally.bytes_in} bytes in, {tally.bytes_out} bytes out, "
-          f"mean {mean:.4f} bpp")
+    print(f"{verb} {tally.done} file(s), {tally.failed} failed; {tally.bytes_in} bytes in, "
+          f"{tally.bytes_out} bytes out, mean {mean:.4f} bpp")
     return 1 if tally.failed or total == 0 else 0
 
 

@@ -129,8 +129,8 @@ def check_pixel_limit(width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise DecompressionBombError(
             f"Image size {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(raise it with max_pixels=, pillow_diffcodec.limits.MAX_DECODE_PIXELS or PIL.Image.MAX_IMAGE_PIXELS if you "
-            "trust the file)"
+            "(raise it with max_pixels=, pillow_diffcodec.limits.MAX_DECODE_PIXELS or PIL.Image.MAX_IMAGE_PIXELS "
+            "if you trust the file)"
         )
 
 

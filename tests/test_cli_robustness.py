@@ -6,7 +6,6 @@ import random
 import signal
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -26,7 +25,8 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR declares ``width x height`` with no pixel data: Pillow refuses it as a bomb at open."""
     def chunk(tag: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def assert_clean(result: subprocess.CompletedProcess) -> None:
@@ -117,7 +117,7 @@ def test_wrong_kinds_of_input_say_what_they_are(folder, model_dir, photo) -> Non
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("decode", "x.ddcm", "-o", "out", "--format", "BOGUS"), "Unknown output format 'BOGUS'; Pillow here can write"),
+        (("decode", "x.ddcm", "-o", "out", "--format", "BOGUS"), "Unknown output format 'BOGUS'; Pillow here"),
         (("encode", "x.png", "-o", "out", "--device", "banana"), "Expected a torch device such as 'cpu'"),
         (("encode", "x.png", "-o", "out", "--device", "cuda:7"), "cuda"),
     ],
@@ -165,8 +165,8 @@ def test_cli_fuzz_over_hundreds_of_mutated_files(tmp_path, model_dir, photo) -> 
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(300):
-        mutations = [(rng.choice(["flip", "set", "truncate", "insert", "delete"]), rng.randrange(10**6), rng.randrange(8))
-                     for _ in range(rng.randint(1, 3))]
+        kinds = ["flip", "set", "truncate", "insert", "delete"]
+        mutations = [(rng.choice(kinds), rng.randrange(10**6), rng.randrange(8)) for _ in range(rng.randint(1, 3))]
         (inputs / f"f{i:03d}.ddcm").write_bytes(mutate(rng.choice(seeds), mutations, fix_crc=rng.random() < 0.5))
     result = run("decode", str(inputs), "-o", str(tmp_path / "out"), check=False, timeout=900)
     assert_clean(result)

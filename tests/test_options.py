@@ -22,7 +22,9 @@ from .test_cli import run
 
 README = Path(__file__).parent.parent / "README.md"
 # A value other than the default for every DDCM parameter.
-EVERY_DDCM_PARAMETER = dict(steps=3, codebook_size=8, atoms=2, coef_levels=2, selection="mp", window=(900, 100), tile=16)
+EVERY_DDCM_PARAMETER = dict(
+    steps=3, codebook_size=8, atoms=2, coef_levels=2, selection="mp", window=(900, 100), tile=16
+)
 
 
 def test_the_example_covers_every_ddcm_parameter() -> None:

@@ -311,7 +311,8 @@ def params_for_bpp(
         if not fits(first_steps_coded(0)):
             smallest = first_steps_coded(0)
             minimum = 8 * file_size(smallest) / pixels
-            message = f"bpp={bpp:.5g} is below the minimum {minimum:.5f} for this image (header, alpha and metadata included)"
+            message = (f"bpp={bpp:.5g} is below the minimum {minimum:.5f} for this image "
+                       "(header, alpha and metadata included)")
             if not fallback:
                 raise InvalidParameterError(message)
             warnings.warn(f"{message}; writing the smallest file instead", RateFallbackWarning, stacklevel=2)
