@@ -151,10 +151,12 @@ def evaluate(
     import pillow_diffcodec as pdc
     from pillow_diffcodec.codecs import codec_by_name
     from pillow_diffcodec.models import load_model
+    from pillow_diffcodec.options import check_known
 
     log = sys.stderr if log is None else log
     entry = codec_by_name(codec)
     params = dict(params or {})
+    check_known(params, entry.options, entry.name)
     points = _points(bpp, quality)
     chosen: list[Baseline] = []
     table = EvalTable(codecs=[entry.name], points=[label for label, _ in points])
@@ -179,7 +181,7 @@ def evaluate(
                   "crop": crop, "seed": seed}
         _check_config(folder, config)
         done = read_journal(folder)
-    loaded = None
+    loaded = load_model(model, device=device)  # before the loop: a missing model is one error, not one per image
 
     def finish(row: Row) -> None:
         table.rows.append(row)
@@ -220,8 +222,6 @@ def evaluate(
                         row = done[key]
                         table.rows.append(row)
                     else:
-                        if loaded is None:
-                            loaded = load_model(model, device=device)
                         start = time.perf_counter()
                         result = pdc.encode_images([original], codec=entry.name, model=loaded, seed=seed,
                                                    device=device, **rate, **params)[0]
