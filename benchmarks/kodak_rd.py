@@ -29,7 +29,9 @@ TITLE = "Built-in DDCM model vs Pillow codecs on Kodak"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kodak", nargs="?", type=Path, default=DEFAULT_KODAK, help=f"Kodak folder (default: {DEFAULT_KODAK})")
+    parser.add_argument(
+        "kodak", nargs="?", type=Path, default=DEFAULT_KODAK, help=f"Kodak folder (default: {DEFAULT_KODAK})"
+    )
     parser.add_argument("--bpp", default=DEFAULT_RATES, help=f"comma-separated target rates (default: {DEFAULT_RATES})")
     parser.add_argument("--model", default=None, help="model reference (default: the built-in model)")
     parser.add_argument("--baselines", default="jpeg,webp,avif,jxl")
@@ -45,8 +47,14 @@ def main() -> int:
             print(f"kodak_rd: no Kodak folder at {args.kodak}; pass its path as the first argument", file=sys.stderr)
             return 2
         rates = [float(value) for value in args.bpp.split(",") if value.strip()]
-        table = evaluate(args.kodak / "kodim*.png", model=args.model, bpp=rates, limit=args.limit,
-                         baselines=[b for b in args.baselines.split(",") if b.strip()], out=args.out)
+        table = evaluate(
+            args.kodak / "kodim*.png",
+            model=args.model,
+            bpp=rates,
+            limit=args.limit,
+            baselines=[b for b in args.baselines.split(",") if b.strip()],
+            out=args.out,
+        )
     write_report(table, args.out, title=TITLE)
     print(format_summary(table))
     return 1 if table.failures else 0

@@ -17,15 +17,15 @@ pytest.importorskip("pytorch_msssim")
 pytest.importorskip("bjontegaard")
 pytest.importorskip("matplotlib")
 
-from pillow_diffcodec.cli import main  # noqa: E402
-from pillow_diffcodec.evaluation import metrics  # noqa: E402
-from pillow_diffcodec.evaluation.baselines import BASELINES, baseline_by_name, encode_at_bpp  # noqa: E402
-from pillow_diffcodec.evaluation.bdrate import bd_rate  # noqa: E402
-from pillow_diffcodec.evaluation.report import plot, write_report  # noqa: E402
-from pillow_diffcodec.evaluation.runner import EvaluationError, evaluate, load_results  # noqa: E402
-from pillow_diffcodec.evaluation.table import EvalTable, Row  # noqa: E402
+from pillow_diffcodec.cli import main
+from pillow_diffcodec.evaluation import metrics
+from pillow_diffcodec.evaluation.baselines import BASELINES, baseline_by_name, encode_at_bpp
+from pillow_diffcodec.evaluation.bdrate import bd_rate
+from pillow_diffcodec.evaluation.report import plot, write_report
+from pillow_diffcodec.evaluation.runner import EvaluationError, evaluate, load_results
+from pillow_diffcodec.evaluation.table import EvalTable, Row
 
-from .conftest import DATA, FAST  # noqa: E402
+from .conftest import DATA, FAST
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -65,8 +65,11 @@ def test_psnr_of_known_noise():
 def test_ms_ssim_identical_is_one_and_drops_with_noise():
     image = noisy(3, (192, 176))
     assert metrics.ms_ssim(image, image) == pytest.approx(1.0, abs=1e-6)
-    blurred = Image.fromarray(np.clip(np.asarray(image, dtype=int) + np.random.default_rng(0).normal(0, 40, (176, 192, 3)),
-                                      0, 255).astype(np.uint8))
+    blurred = Image.fromarray(
+        np.clip(np.asarray(image, dtype=int) + np.random.default_rng(0).normal(0, 40, (176, 192, 3)), 0, 255).astype(
+            np.uint8
+        )
+    )
     assert 0 < metrics.ms_ssim(image, blurred) < 0.95
     small = noisy(4)  # 64 px: pytorch-msssim's 5 scales need a smaller window
     assert metrics.ms_ssim_window(64, 64) == 3 and metrics.ms_ssim_window(768, 512) == 11
@@ -107,8 +110,22 @@ def _table() -> EvalTable:
     rows = []
     for codec, offset in (("DDCM", 0.0), ("JPEG", 2.0)):
         for point, bpp in (("bpp=0.1", 0.1), ("bpp=0.3", 0.3), ("bpp=0.9", 0.9)):
-            rows.append(Row("a.png", codec, point, bpp, bpp, 20 + offset + 5 * bpp, 0.7 + 0.2 * bpp, 1.0, 0.5, "{}",
-                            width=64, height=64))
+            rows.append(
+                Row(
+                    "a.png",
+                    codec,
+                    point,
+                    bpp,
+                    bpp,
+                    20 + offset + 5 * bpp,
+                    0.7 + 0.2 * bpp,
+                    1.0,
+                    0.5,
+                    "{}",
+                    width=64,
+                    height=64,
+                )
+            )
     return EvalTable(rows=rows, codecs=["DDCM", "JPEG"], points=["bpp=0.1", "bpp=0.3", "bpp=0.9"])
 
 
@@ -121,8 +138,15 @@ def test_plot_is_a_valid_png(tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 300
     written = {p.name for p in write_report(_table(), tmp_path / "report")}
-    assert {"per_image.csv", "per_image.json", "per_point.csv", "per_point.json", "bd_rate.csv", "rd_psnr.png",
-            "rd_ms_ssim.png"} <= written
+    assert {
+        "per_image.csv",
+        "per_image.json",
+        "per_point.csv",
+        "per_point.json",
+        "bd_rate.csv",
+        "rd_psnr.png",
+        "rd_ms_ssim.png",
+    } <= written
     bd = {r["codec"]: r for r in json.loads((tmp_path / "report" / "bd_rate.json").read_text())}
     assert bd["JPEG"]["bd_rate_psnr"] == pytest.approx(0.0, abs=1e-9)
     assert bd["DDCM"]["bd_rate_psnr"] > 0  # 2 dB below JPEG at every rate: more bits for the same PSNR
@@ -132,12 +156,17 @@ def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(dataset, model_dir
     out = tmp_path / "results"
     log = io.StringIO()
     new: list[Row] = []
-    options = dict(model=str(model_dir), bpp=[0.5], params=FAST, baselines=["jpeg"], out=out, progress=False, log=log)
+    options = {"model": str(model_dir), "bpp": [0.5], "params": FAST, "baselines": ["jpeg"], "out": out}
+    options.update(progress=False, log=log)
     table = evaluate(dataset, on_row=new.append, **options)
     assert [f.image for f in table.failures] == ["broken.png"]
     assert "broken.png: cannot read image" in log.getvalue()
-    assert sorted(r.key for r in table.rows) == [("a.png", "DDCM", "bpp=0.5"), ("a.png", "JPEG", "bpp=0.5"),
-                                                 ("b.png", "DDCM", "bpp=0.5"), ("b.png", "JPEG", "bpp=0.5")]
+    assert sorted(r.key for r in table.rows) == [
+        ("a.png", "DDCM", "bpp=0.5"),
+        ("a.png", "JPEG", "bpp=0.5"),
+        ("b.png", "DDCM", "bpp=0.5"),
+        ("b.png", "JPEG", "bpp=0.5"),
+    ]
     assert len(new) == 4
     for row in table.rows:
         assert row.bpp > 0 and row.psnr > 0 and 0 < row.ms_ssim <= 1 and row.encode_s >= 0 and row.decode_s >= 0
@@ -163,15 +192,34 @@ def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(dataset, model_dir
 def test_cli_eval_writes_reports_and_reports_corrupt_image(dataset, model_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     (dataset / "b.png").unlink()  # one good image (a.png) and broken.png
-    argv = ["eval", str(dataset), "--model", str(model_dir), "--bpp", "0.5", "--param", f"steps={FAST['steps']}",
-            "--param", f"codebook_size={FAST['codebook_size']}", "--baselines", "webp", "--out", str(out),
-            "--no-progress", "--limit", "1"]  # a.png
+    argv = [
+        "eval",
+        str(dataset),
+        "--model",
+        str(model_dir),
+        "--bpp",
+        "0.5",
+        "--param",
+        f"steps={FAST['steps']}",
+        "--param",
+        f"codebook_size={FAST['codebook_size']}",
+        "--baselines",
+        "webp",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--limit",
+        "1",
+    ]  # a.png
     assert main(argv) == 0
     printed = capsys.readouterr()
     assert "WebP" in printed.out and "BD-rate" not in printed.out  # no JPEG anchor, no BD-rate
     assert (out / "rd_psnr.png").read_bytes().startswith(PNG_MAGIC)
     per_image = (out / "per_image.csv").read_text().splitlines()
-    assert per_image[0].startswith("image,codec,point,target_bpp,bpp,psnr,ms_ssim,encode_s,decode_s") and len(per_image) == 3
+    assert (
+        per_image[0].startswith("image,codec,point,target_bpp,bpp,psnr,ms_ssim,encode_s,decode_s")
+        and len(per_image) == 3
+    )
 
     assert main(argv[:-2]) == 1  # now with broken.png: reported in one line, the run goes on
     err = capsys.readouterr().err
@@ -184,8 +232,35 @@ def test_cli_eval_writes_reports_and_reports_corrupt_image(dataset, model_dir, t
 
 
 def test_registering_eval_imports_nothing_heavy():
-    code = ("import sys, argparse, pillow_diffcodec, pillow_diffcodec.evaluation.cli as c; "
-            "c.register(argparse.ArgumentParser().add_subparsers()); "
-            "print(sorted(m for m in ('matplotlib', 'torch', 'pytorch_msssim', 'bjontegaard') if m in sys.modules))")
+    code = (
+        "import sys, argparse, pillow_diffcodec, pillow_diffcodec.evaluation.cli as c; "
+        "c.register(argparse.ArgumentParser().add_subparsers()); "
+        "print(sorted(m for m in ('matplotlib', 'torch', 'pytorch_msssim', 'bjontegaard') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_dataset_from_fsspec_url_and_glob():
+    import fsspec
+
+    from pillow_diffcodec.evaluation.runner import _points, list_images
+
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/set"):
+        fs.rm("/set", recursive=True)
+    for name in ("set/x/one.png", "set/two.jpg", "set/notes.txt"):
+        with fs.open(name, "wb") as handle:
+            if name.endswith(".txt"):
+                handle.write(b"not an image")
+            else:
+                noisy(0, (40, 40)).save(handle, format="JPEG" if name.endswith(".jpg") else "PNG")
+    assert [i.name for i in list_images("memory://set")] == ["two.jpg", "x/one.png"]
+    assert [i.name for i in list_images("memory://set/*.jpg")] == ["two.jpg"]
+    with pytest.raises(EvaluationError, match="No images"):
+        list_images("memory://set/*.webp")
+    assert _points(None, [20, 60]) == [("quality=20", {"quality": 20.0}), ("quality=60", {"quality": 60.0})]
+    with pytest.raises(EvaluationError, match="not both"):
+        _points([0.1], [20])
+    with pytest.raises(EvaluationError, match="> 0"):
+        _points([0.0], None)

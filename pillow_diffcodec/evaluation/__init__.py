@@ -33,7 +33,25 @@ _LAZY = {
     "BASELINES": "baselines",
     "encode_at_bpp": "baselines",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "BASELINES",
+    "EvalTable",
+    "EvaluationError",
+    "Failure",
+    "PointSummary",
+    "Row",
+    "bd_rate",
+    "bd_rates",
+    "encode_at_bpp",
+    "evaluate",
+    "format_summary",
+    "list_images",
+    "load_results",
+    "ms_ssim",
+    "plot",
+    "psnr",
+    "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:

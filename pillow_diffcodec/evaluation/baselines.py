@@ -52,10 +52,12 @@ def _jxl_available() -> bool:
 
 BASELINES: dict[str, Baseline] = {
     "jpeg": Baseline("JPEG", "JPEG", 1, 100, {"optimize": True, "subsampling": "4:2:0"}),
-    "webp": Baseline("WebP", "WEBP", 0, 100, {"method": 6}, lambda: bool(features.check("webp")),
-                     "Pillow built with libwebp"),
-    "avif": Baseline("AVIF", "AVIF", 0, 100, {}, lambda: bool(features.check("avif")),
-                     "Pillow >= 11.3 built with libavif"),
+    "webp": Baseline(
+        "WebP", "WEBP", 0, 100, {"method": 6}, lambda: bool(features.check("webp")), "Pillow built with libwebp"
+    ),
+    "avif": Baseline(
+        "AVIF", "AVIF", 0, 100, {}, lambda: bool(features.check("avif")), "Pillow >= 11.3 built with libavif"
+    ),
     "jxl": Baseline("JPEG XL", "JXL", 1, 99, {}, _jxl_available, "pip install pillow-jxl-plugin"),
 }
 DEFAULT_BASELINES = tuple(BASELINES)

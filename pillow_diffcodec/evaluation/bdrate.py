@@ -38,8 +38,10 @@ def monotone(rates: Sequence[float], qualities: Sequence[float]) -> tuple[list[f
 
 
 def bd_rate(
-    anchor_rates: Sequence[float], anchor_quality: Sequence[float],
-    test_rates: Sequence[float], test_quality: Sequence[float],
+    anchor_rates: Sequence[float],
+    anchor_quality: Sequence[float],
+    test_rates: Sequence[float],
+    test_quality: Sequence[float],
 ) -> float:
     """BD-rate in percent of the test curve against the anchor curve (NaN when it cannot be computed)."""
     os.environ.setdefault("MPLBACKEND", "Agg")  # the bjontegaard package imports pyplot

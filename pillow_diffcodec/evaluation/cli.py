@@ -59,7 +59,9 @@ def _codec_params(codec: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         try:
             params[name] = json.loads(value) if option.nargs or value.startswith("[") else (option.type or str)(value)
         except (ValueError, json.JSONDecodeError):
-            raise InvalidParameterError(f"Parameter {name}: cannot read {value!r} as {getattr(option.type, '__name__', 'text')}") from None
+            raise InvalidParameterError(
+                f"Parameter {name}: cannot read {value!r} as {getattr(option.type, '__name__', 'text')}"
+            ) from None
     return params
 
 
@@ -76,9 +78,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = _codec_params(args.codec, args.param or [])
         table = evaluate(
-            args.dataset, codec=args.codec, model=args.model, bpp=args.bpp, quality=args.quality, params=params,
-            baselines=args.baselines, crop=args.crop, limit=args.limit, out=args.out, seed=args.seed,
-            device=args.device, progress=not args.no_progress,
+            args.dataset,
+            codec=args.codec,
+            model=args.model,
+            bpp=args.bpp,
+            quality=args.quality,
+            params=params,
+            baselines=args.baselines,
+            crop=args.crop,
+            limit=args.limit,
+            out=args.out,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.no_progress,
         )
         written = write_report(table, args.out, plots=not args.no_plots)
     except (DiffCodecError, ValueError, OSError) as exc:
@@ -92,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``eval`` to the diffcodec command line (cheap: nothing heavy is imported here)."""
     parser = subparsers.add_parser(
-        "eval", help="rate-distortion evaluation against JPEG/WebP/AVIF/JPEG XL (plots, BD-rate)",
+        "eval",
+        help="rate-distortion evaluation against JPEG/WebP/AVIF/JPEG XL (plots, BD-rate)",
         description="Code every image of DATASET with a diffusion codec at each rate point and with classical "
-                    "codecs at the same bpp; write CSV/JSON per image and per point, BD-rates and RD plots.",
+        "codecs at the same bpp; write CSV/JSON per image and per point, BD-rates and RD plots.",
     )
     parser.add_argument("dataset", help="image folder, glob, file or fsspec URL")
     parser.add_argument("--codec", default="DDCM", help="diffusion codec (default: DDCM)")
@@ -102,11 +115,20 @@ def register(subparsers: Any) -> None:
     rate = parser.add_mutually_exclusive_group(required=True)
     rate.add_argument("--bpp", type=_numbers, help="comma-separated target rates, e.g. 0.05,0.1,0.2")
     rate.add_argument("--quality", type=_numbers, help="comma-separated quality presets, e.g. 20,40,60")
-    parser.add_argument("--param", type=_param, action="append", metavar="NAME=VALUE",
-                        help="codec parameter fixed at every point, e.g. steps=50 (repeatable)")
-    parser.add_argument("--baselines", type=_names, default=["jpeg", "webp", "avif", "jxl"],
-                        help="comma-separated classical codecs: jpeg, webp, avif, jxl (default: all; "
-                             "ones not installed are skipped with a note)")
+    parser.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        metavar="NAME=VALUE",
+        help="codec parameter fixed at every point, e.g. steps=50 (repeatable)",
+    )
+    parser.add_argument(
+        "--baselines",
+        type=_names,
+        default=["jpeg", "webp", "avif", "jxl"],
+        help="comma-separated classical codecs: jpeg, webp, avif, jxl (default: all; "
+        "ones not installed are skipped with a note)",
+    )
     parser.add_argument("--crop", type=int, help="centre square crop in pixels, e.g. 256")
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"local results folder (default: {DEFAULT_OUT}/)")

@@ -50,7 +50,9 @@ def ms_ssim_window(width: int, height: int) -> int:
     while window > MS_SSIM_MIN_WINDOW and side <= (window - 1) * 16:
         window -= 2
     if side <= (window - 1) * 16:
-        raise ValueError(f"MS-SSIM needs images larger than {(MS_SSIM_MIN_WINDOW - 1) * 16} px a side, got {width}x{height}")
+        raise ValueError(
+            f"MS-SSIM needs images larger than {(MS_SSIM_MIN_WINDOW - 1) * 16} px a side, got {width}x{height}"
+        )
     return window
 
 

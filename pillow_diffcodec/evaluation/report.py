@@ -54,8 +54,10 @@ def _write_pair(folder: Path, stem: str, records: list[dict[str, Any]], fields: 
 
 def bd_records(table: EvalTable, anchor: str = ANCHOR) -> list[dict[str, Any]]:
     """One record per codec: its BD-rate (percent) against ``anchor`` for each metric."""
-    return [{"codec": codec, "anchor": anchor, **{f"bd_rate_{m}": values[m] for m in BD_METRICS}}
-            for codec, values in bd_rates(table, anchor).items()]
+    return [
+        {"codec": codec, "anchor": anchor, **{f"bd_rate_{m}": values[m] for m in BD_METRICS}}
+        for codec, values in bd_rates(table, anchor).items()
+    ]
 
 
 def plot(table: EvalTable, metric: str, path: Path, title: str = "") -> Path:
@@ -72,8 +74,9 @@ def plot(table: EvalTable, metric: str, path: Path, title: str = "") -> Path:
             rates, values = table.curve(codec, metric)
             finite = [(r, v) for r, v in zip(rates, values) if math.isfinite(v)]
             if finite:
-                axes.plot(*zip(*finite), marker="o" if index == 0 else ".", linewidth=2.2 if index == 0 else 1.3,
-                          label=codec)
+                axes.plot(
+                    *zip(*finite), marker="o" if index == 0 else ".", linewidth=2.2 if index == 0 else 1.3, label=codec
+                )
         axes.set_xscale("log")
         axes.set_xlabel("bits per pixel (whole file)")
         axes.set_ylabel(label)
@@ -92,11 +95,15 @@ def plot(table: EvalTable, metric: str, path: Path, title: str = "") -> Path:
 
 def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
     """The per-point means and BD-rates as a fixed-width text table."""
-    lines = [f"{'codec':<8} {'point':<13} {'n':>3} {'bpp':>7} {'PSNR':>6} {'MS-SSIM':>7} {'enc s':>7} {'dec s':>7}  note"]
+    lines = [
+        f"{'codec':<8} {'point':<13} {'n':>3} {'bpp':>7} {'PSNR':>6} {'MS-SSIM':>7} {'enc s':>7} {'dec s':>7}  note"
+    ]
     for s in table.summary():
         note = f"{s.unreached} at the codec's lowest quality (target below it)" if s.unreached else ""
-        lines.append(f"{s.codec:<8} {s.point:<13} {s.images:>3} {s.bpp:>7.4f} {s.psnr:>6.2f} {s.ms_ssim:>7.4f} "
-                     f"{s.encode_s:>7.2f} {s.decode_s:>7.2f}  {note}".rstrip())
+        lines.append(
+            f"{s.codec:<8} {s.point:<13} {s.images:>3} {s.bpp:>7.4f} {s.psnr:>6.2f} {s.ms_ssim:>7.4f} "
+            f"{s.encode_s:>7.2f} {s.decode_s:>7.2f}  {note}".rstrip()
+        )
     bd = bd_rates(table, anchor)
     if bd:
         lines.append("")
@@ -115,8 +122,9 @@ def write_report(table: EvalTable, out: str | Path, *, plots: bool = True, title
     point_fields = [f.name for f in dataclasses.fields(PointSummary)]
     written = _write_pair(folder, "per_image", [r.to_dict() for r in table.rows], row_fields)
     written += _write_pair(folder, "per_point", [s.to_dict() for s in table.summary()], point_fields)
-    written += _write_pair(folder, "bd_rate", bd_records(table),
-                           ["codec", "anchor", *(f"bd_rate_{m}" for m in BD_METRICS)])
+    written += _write_pair(
+        folder, "bd_rate", bd_records(table), ["codec", "anchor", *(f"bd_rate_{m}" for m in BD_METRICS)]
+    )
     failures = [dataclasses.asdict(f) for f in table.failures]
     _write_atomic(folder / "failures.json", json.dumps(failures, indent=1).encode("utf-8"))
     _write_atomic(folder / "summary.txt", (format_summary(table) + "\n").encode("utf-8"))

@@ -177,8 +177,13 @@ def evaluate(
     done: dict = {}
     if folder is not None:
         model_ref = model if model is None or isinstance(model, (str, Path)) else getattr(model, "name", repr(model))
-        config = {"codec": entry.name, "model": None if model_ref is None else str(model_ref), "params": params,
-                  "crop": crop, "seed": seed}
+        config = {
+            "codec": entry.name,
+            "model": None if model_ref is None else str(model_ref),
+            "params": params,
+            "crop": crop,
+            "seed": seed,
+        }
         _check_config(folder, config)
         done = read_journal(folder)
     loaded = load_model(model, device=device)  # before the loop: a missing model is one error, not one per image
@@ -223,16 +228,26 @@ def evaluate(
                         table.rows.append(row)
                     else:
                         start = time.perf_counter()
-                        result = pdc.encode_images([original], codec=entry.name, model=loaded, seed=seed,
-                                                   device=device, **rate, **params)[0]
+                        result = pdc.encode_images(
+                            [original], codec=entry.name, model=loaded, seed=seed, device=device, **rate, **params
+                        )[0]
                         encode_s = time.perf_counter() - start
                         start = time.perf_counter()
                         decoded = pdc.decode(result.data, model=loaded, device=device).convert("RGB")
                         decode_s = time.perf_counter() - start
-                        row = Row(item.name, entry.name, label, rate.get("bpp"), result.bpp,
-                                  encode_s=encode_s, decode_s=decode_s,
-                                  setting=json.dumps(pdc.info(result.data)["params"], sort_keys=True),
-                                  width=width, height=height, **_measure(original, decoded, with_lpips))
+                        row = Row(
+                            item.name,
+                            entry.name,
+                            label,
+                            rate.get("bpp"),
+                            result.bpp,
+                            encode_s=encode_s,
+                            decode_s=decode_s,
+                            setting=json.dumps(pdc.info(result.data)["params"], sort_keys=True),
+                            width=width,
+                            height=height,
+                            **_measure(original, decoded, with_lpips),
+                        )
                         finish(row)
                     for baseline in chosen:
                         key = (item.name, baseline.name, label)
@@ -240,10 +255,22 @@ def evaluate(
                             table.rows.append(done[key])
                             continue
                         coded = encode_at_bpp(original, baseline, row.bpp)
-                        finish(Row(item.name, baseline.name, label, row.bpp, coded.bpp, encode_s=coded.encode_seconds,
-                                   decode_s=coded.decode_seconds, setting=f"quality={coded.quality}",
-                                   reached=coded.reached, width=width, height=height,
-                                   **_measure(original, coded.reconstruction, with_lpips)))
+                        finish(
+                            Row(
+                                item.name,
+                                baseline.name,
+                                label,
+                                row.bpp,
+                                coded.bpp,
+                                encode_s=coded.encode_seconds,
+                                decode_s=coded.decode_seconds,
+                                setting=f"quality={coded.quality}",
+                                reached=coded.reached,
+                                width=width,
+                                height=height,
+                                **_measure(original, coded.reconstruction, with_lpips),
+                            )
+                        )
                 except (DiffCodecError, OSError, ValueError) as exc:
                     message = f"{label}: {exc}"
                     table.failures.append(Failure(item.name, message))
@@ -272,6 +299,9 @@ def load_results(out: str | Path) -> EvalTable:
     config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     rows = list(read_journal(folder).values())
     points = sorted({row.point for row in rows}, key=_point_order)
-    table = EvalTable(rows=sorted(rows, key=lambda r: (r.image, _point_order(r.point))),
-                      codecs=[config["codec"], *(b.name for b in BASELINES.values())], points=points)
+    table = EvalTable(
+        rows=sorted(rows, key=lambda r: (r.image, _point_order(r.point))),
+        codecs=[config["codec"], *(b.name for b in BASELINES.values())],
+        points=points,
+    )
     return table

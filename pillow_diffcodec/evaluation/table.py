@@ -29,7 +29,9 @@ class Row:
     image: str
     codec: str
     point: str
-    target_bpp: float | None  # diffusion: the requested bpp (None for a quality point); baselines: the diffusion file's bpp
+    target_bpp: (
+        float | None
+    )  # diffusion: the requested bpp (None for a quality point); baselines: the diffusion file's bpp
     bpp: float  # whole file, headers included
     psnr: float
     ms_ssim: float
@@ -121,13 +123,20 @@ class EvalTable:
                 if not group:
                     continue
                 lpips = [r.lpips for r in group if r.lpips is not None]
-                result.append(PointSummary(
-                    codec=codec, point=point, images=len(group),
-                    bpp=_mean(r.bpp for r in group), psnr=_mean(r.psnr for r in group),
-                    ms_ssim=_mean(r.ms_ssim for r in group), encode_s=_mean(r.encode_s for r in group),
-                    decode_s=_mean(r.decode_s for r in group), unreached=sum(not r.reached for r in group),
-                    lpips=_mean(lpips) if lpips else None,
-                ))
+                result.append(
+                    PointSummary(
+                        codec=codec,
+                        point=point,
+                        images=len(group),
+                        bpp=_mean(r.bpp for r in group),
+                        psnr=_mean(r.psnr for r in group),
+                        ms_ssim=_mean(r.ms_ssim for r in group),
+                        encode_s=_mean(r.encode_s for r in group),
+                        decode_s=_mean(r.decode_s for r in group),
+                        unreached=sum(not r.reached for r in group),
+                        lpips=_mean(lpips) if lpips else None,
+                    )
+                )
         return result
 
     def curve(self, codec: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
