@@ -5,7 +5,7 @@ The driver follows the archive's parallel-writer contract (docs/ARCHIVE.md, "Par
 1. list the source once, in a deterministic order; open the archive with the job's settings recorded
    (a rerun with other settings is refused); reserve the keys (a rerun gets the same reservation);
 2. hand the shards that are not complete yet to encoder actors through ``ray.util.ActorPool``; each
-   actor loads the model once and writes whole shards;
+   actor loads the model once (while the driver lists the source) and writes whole shards;
 3. shards whose worker died, or that could not be written, are handed out again (up to
    ``MAX_ROUNDS`` rounds, on the workers still alive plus new ones where the cluster has room);
 4. count the entries, store the report in the archive and return it.
@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import fsspec
 from tqdm.auto import tqdm
@@ -32,7 +32,7 @@ from pillow_diffcodec.errors import InvalidParameterError
 from pillow_diffcodec.options import DEFAULT_QUALITY, check_known
 
 from .cluster import RaySession, WorkerPlan, connect, plan_workers
-from .encoder import JOB_ERRORS, EncodeSettings, ShardEncoder, ShardResult
+from .encoder import JOB_ERRORS, EncodeSettings, ShardEncoder, ShardJob, ShardResult
 from .errors import IncompleteJobError
 from .report import BulkReport, store_report
 from .sources import Listing, SourceItem, list_source
@@ -87,37 +87,36 @@ def bulk_compress(
     (with the report) when shards are still missing after every retry; rerunning completes them.
     """
     started = time.perf_counter()
-    settings = _settings(model, bpp, quality, codec, seed, keep_alpha, dtype, batch_size, codec_params)
-    from pillow_diffcodec.models import load_model
-
-    loaded = load_model(settings.model, dtype=settings.dtype)  # resolves the name and fingerprint the job records
-    settings = EncodeSettings(**{**settings.__dict__, "model": loaded.name})
-    listing = list_source(source, storage_options, image_column=image_column, key_column=key_column)
-    job = {
-        "codec": codec_by_name(codec).name,
-        "model": loaded.name,
-        "fingerprint": loaded.fingerprint.hex(),
-        "params": settings.recorded(),
-        "source": _canonical(source),
-    }
+    settings = _settings(bpp, quality, codec, seed, keep_alpha, batch_size, codec_params)
     session = connect(ray_address)
     try:
         plan = plan_workers(num_gpus, num_workers)
+        listing = list_source(source, storage_options, image_column=image_column, key_column=key_column)
         shard_size = items_per_shard or _default_items_per_shard(len(listing.items), plan.count)
-        archive = storage.open_archive(
-            dest, "a" if resume else "w", storage_options, items_per_shard=shard_size, job=job
-        )
-        reservation = archive.reserve(listing.keys)
-        finished = set(archive.complete_shards())
-        todo = [shard for shard in reservation.shards if shard not in finished]
-        skipped = sum(len(reservation.shard_slots(shard)) for shard in reservation.shards if shard in finished)
-        by_shard = _items_by_shard(listing, reservation, todo)
-        with tqdm(total=len(listing.items), initial=skipped, unit="img", desc="bulk", disable=not progress,
-                  smoothing=0.1) as bar:
-            results, errors, workers = _run_shards(
-                by_shard, plan, (dest, storage_options, listing.reader, settings, plan.device), bar
-            )
-        report = _report(source, dest, storage_options, listing, results, errors, skipped, workers, session, started)
+        workers = min(plan.count, math.ceil(len(listing.items) / shard_size))
+        with EncoderPool(plan, workers, model, dtype) as encoders:  # they load the model while the driver prepares
+            from pillow_diffcodec.models import load_model
+
+            loaded = load_model(model, dtype=dtype)  # the model's name and fingerprint, for the job record
+            job = {
+                "codec": settings.codec,
+                "model": loaded.name,
+                "fingerprint": loaded.fingerprint.hex(),
+                "params": settings.recorded(),
+                "source": _canonical(source),
+            }
+            archive = storage.open_archive(dest, "a" if resume else "w", storage_options, items_per_shard=shard_size,
+                                           job=job)
+            reservation = archive.reserve(listing.keys)
+            finished = set(archive.complete_shards())
+            todo = [shard for shard in reservation.shards if shard not in finished]
+            skipped = sum(len(reservation.shard_slots(shard)) for shard in reservation.shards if shard in finished)
+            shard_job = ShardJob(dest, storage_options, listing.reader, settings, job["fingerprint"])
+            with tqdm(total=len(listing.items), initial=skipped, unit="img", desc="bulk", disable=not progress,
+                      smoothing=0.1) as bar:
+                results, errors = encoders.run(shard_job, _items_by_shard(listing, reservation, todo), bar)
+        report = _report(source, dest, storage_options, listing, results, errors, skipped, encoders.started,
+                         session, started)
     finally:
         session.close()
     store_report(dest, report, storage_options)
@@ -132,8 +131,8 @@ def bulk_compress(
 
 
 def _settings(
-    model: str | None, bpp: float | None, quality: float | None, codec: str, seed: int, keep_alpha: bool,
-    dtype: str | None, batch_size: int, codec_params: Mapping[str, Any],
+    bpp: float | None, quality: float | None, codec: str, seed: int, keep_alpha: bool, batch_size: int,
+    codec_params: Mapping[str, Any],
 ) -> EncodeSettings:
     """Validated settings, so that a mistake stops the job before any item is encoded (not in every worker)."""
     entry = codec_by_name(codec)
@@ -153,8 +152,8 @@ def _settings(
     if bpp is None and quality is None and not codec_params:
         quality = DEFAULT_QUALITY  # what encode() would use; recorded so that both spellings match on resume
     return EncodeSettings(
-        codec=entry.name, model=str(model or "builtin"), bpp=bpp, quality=quality, seed=seed,
-        keep_alpha=bool(keep_alpha), dtype=dtype, batch_size=batch_size, params=dict(codec_params),
+        codec=entry.name, bpp=bpp, quality=quality, seed=seed, keep_alpha=bool(keep_alpha), batch_size=batch_size,
+        params=dict(codec_params),
     )
 
 
@@ -179,33 +178,56 @@ def _items_by_shard(listing: Listing, reservation: storage.Reservation, shards: 
     return by_shard
 
 
-def _run_shards(
-    by_shard: dict[int, list[SourceItem]], plan: WorkerPlan, actor_args: tuple[Any, ...], bar: tqdm
-) -> tuple[dict[int, ShardResult], dict[int, str], int]:
-    """Encode the shards on an ActorPool of encoders; returns (results, errors of shards left unwritten, workers)."""
-    import ray
-    from ray.exceptions import RayActorError, RayTaskError
-    from ray.util import ActorPool
+class EncoderPool:
+    """The job's encoder actors, started at once (each loads the model) and killed when the job ends.
 
-    encoder = ray.remote(ShardEncoder).options(**plan.actor_options())
-    results: dict[int, ShardResult] = {}
-    errors: dict[int, str] = {}
-    alive: list[Any] = []
-    made: list[Any] = []
-    try:
+    :meth:`run` hands shards to them through ``ray.util.ActorPool``. A shard whose worker died or that
+    could not be written is handed out again in the next round (at most ``MAX_ROUNDS``), on the
+    workers still alive plus new ones where the cluster has room now (a removed node's are gone).
+    """
+
+    def __init__(self, plan: WorkerPlan, count: int, model: str | None, dtype: str | None) -> None:
+        import ray
+
+        self.plan, self.count = plan, count
+        self.arguments = (model, dtype, plan.device)
+        self.encoder = ray.remote(ShardEncoder).options(**plan.actor_options())
+        self.made: list[Any] = []
+        self.alive: list[Any] = []
+        self._add(count)
+
+    @property
+    def started(self) -> int:
+        """How many encoder actors this job started (replacements included)."""
+        return len(self.made)
+
+    def _add(self, count: int) -> None:
+        fresh = [self.encoder.remote(*self.arguments) for _ in range(count)]
+        self.made += fresh
+        self.alive += fresh
+
+    def run(
+        self, job: ShardJob, by_shard: dict[int, list[SourceItem]], bar: tqdm
+    ) -> tuple[dict[int, ShardResult], dict[int, str]]:
+        """Encode the shards; returns their results and, for shards left unwritten, the last error."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+        from ray.util import ActorPool
+
+        shared = ray.put(job)
+        results: dict[int, ShardResult] = {}
+        errors: dict[int, str] = {}
         for attempt in range(MAX_ROUNDS):
             missing = [shard for shard in by_shard if shard not in results]
             if not missing:
                 break
-            wanted = min(plan.count, len(missing)) - len(alive)
-            fresh = [encoder.remote(*actor_args) for _ in range(wanted if attempt == 0 else min(wanted, plan.room()))]
-            made += fresh
-            alive += fresh
-            if not alive:
+            if attempt:
+                self._add(min(self.count - len(self.alive), self.plan.room()))
+            if not self.alive:
                 break
-            pool = ActorPool(alive)
+            pool = ActorPool(self.alive)
             for shard in missing:
-                pool.submit(lambda actor, shard: actor.encode_shard.remote(shard, by_shard[shard]), shard)
+                pool.submit(lambda actor, shard: actor.encode_shard.remote(shared, shard, by_shard[shard]), shard)
             while pool.has_next():
                 try:
                     result = pool.get_next_unordered()
@@ -213,23 +235,27 @@ def _run_shards(
                     if isinstance(exc.cause, JOB_ERRORS):
                         raise exc.cause from None
                     raise
-                except RayActorError as exc:  # its shard is handed out again next round
+                except RayActorError as exc:  # ActorPool drops the dead actor; its shard is retried next round
                     for shard in missing:
-                        if shard not in results:
-                            errors.setdefault(shard, f"the worker died ({str(exc).splitlines()[0]})")
+                        errors.setdefault(shard, f"its worker died ({str(exc).splitlines()[0]})")
                     continue
                 if result.error:
                     errors[result.shard] = result.error
                     continue
                 results[result.shard] = result
-                errors.pop(result.shard, None)
                 bar.update(result.items)
-            alive = []
+            self.alive = []
             while pool.has_free():
-                alive.append(pool.pop_idle())
-        return results, {shard: errors.get(shard, "not written") for shard in by_shard if shard not in results}, len(made)
-    finally:
-        for actor in made:
+                self.alive.append(pool.pop_idle())
+        return results, {shard: errors.get(shard, "not written") for shard in by_shard if shard not in results}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import ray
+
+        for actor in self.made:
             ray.kill(actor)
 
 

@@ -19,25 +19,24 @@ from typing import Any
 from PIL import Image
 
 import storage
+from pillow_diffcodec.errors import ModelMismatchError, ModelNotFoundError, RateFallbackWarning, UnknownCodecError
 from storage.archive_layout import Status
-from pillow_diffcodec.errors import ModelNotFoundError, RateFallbackWarning, UnknownCodecError
 
 from .sources import SourceItem, SourceReader
 
-JOB_ERRORS = (ModelNotFoundError, UnknownCodecError)  # these fail every item alike: the job stops instead
+JOB_ERRORS = (ModelNotFoundError, ModelMismatchError, UnknownCodecError)  # these fail every item alike: the job stops
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
-    """How every item of a job is encoded (what the archive records as the job's params, plus batching)."""
+    """How every item of a job is encoded (what the archive records as the job's params, plus batching);
+    the model is the worker's own, checked against the job's fingerprint."""
 
     codec: str
-    model: str
     bpp: float | None = None
     quality: float | None = None
     seed: int = 0
     keep_alpha: bool = True
-    dtype: str | None = None
     batch_size: int = 8
     params: dict[str, Any] = field(default_factory=dict)  # the codec's own parameters
 
@@ -76,54 +75,64 @@ class _Pending:
     entry: storage.Entry | None = None
 
 
-class ShardEncoder:
-    """Encodes whole shards of one job into one archive. Make one per worker (it loads the model once)."""
+@dataclass(frozen=True)
+class ShardJob:
+    """Where a job's shards go and how they are made: what every ``encode_shard`` call shares."""
 
-    def __init__(
-        self,
-        dest: str,
-        storage_options: dict[str, Any] | None,
-        reader: SourceReader,
-        settings: EncodeSettings,
-        device: str,
-    ) -> None:
+    dest: str
+    storage_options: dict[str, Any] | None
+    reader: SourceReader
+    settings: EncodeSettings
+    fingerprint: str  # hex fingerprint of the model the job records; every worker's model must have it
+
+
+class ShardEncoder:
+    """Encodes whole shards into an archive. Make one per worker: it loads the model once, when it starts,
+    so that the driver can list the source and prepare the archive meanwhile."""
+
+    def __init__(self, model: str | None, dtype: str | None, device: str) -> None:
         from pillow_diffcodec.models import load_model
 
-        self.dest, self.storage_options, self.reader, self.settings = dest, storage_options, reader, settings
         self.model: Any = None
         self.failure: Exception | None = None  # raised by encode_shard, so that the driver sees why
         try:
-            self.model = load_model(settings.model, device=device, dtype=settings.dtype)
+            self.model = load_model(model, device=device, dtype=dtype)
         except JOB_ERRORS as exc:
             self.failure = exc
 
-    def encode_shard(self, shard: int, items: Sequence[SourceItem]) -> ShardResult:
+    def encode_shard(self, job: ShardJob, shard: int, items: Sequence[SourceItem]) -> ShardResult:
         """Read, encode and store the items of shard ``shard`` (the keys the archive reserved there).
 
-        Errors that concern every item (no model, unknown codec) are raised; any other that stops the
-        shard (e.g. the archive cannot be written) is returned in ``ShardResult.error``.
+        Errors that concern every item (no model, another model than the job's, unknown codec) are
+        raised; any other that stops the shard (e.g. the archive cannot be written) is returned in
+        ``ShardResult.error``.
         """
         if self.failure is not None:
             raise self.failure
+        if self.model.fingerprint.hex() != job.fingerprint:
+            raise ModelMismatchError(
+                f"The worker's model {self.model.name!r} has fingerprint {self.model.fingerprint.hex()}, but the job's "
+                f"has {job.fingerprint}; give every node of the cluster the same model files"
+            )
         try:
-            return self._encode_shard(shard, items)
+            return self._encode_shard(job, shard, items)
         except JOB_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001  (the driver retries the shard and reports the error)
             return ShardResult(shard, error=f"{type(exc).__name__}: {exc}")
 
-    def _encode_shard(self, shard: int, items: Sequence[SourceItem]) -> ShardResult:
+    def _encode_shard(self, job: ShardJob, shard: int, items: Sequence[SourceItem]) -> ShardResult:
         pending = [_Pending(item.key, None) for item in items]
-        for slot, data in zip(pending, self.reader.read(items)):
+        for slot, data in zip(pending, job.reader.read(items)):
             if isinstance(data, Exception):
                 slot.entry = storage.Entry.failed(slot.key, _reading_error(data))
             else:
                 slot.raw = data
                 slot.image = _open(slot.key, data, slot)
-        for batch in _batches([slot for slot in pending if slot.entry is None], self.settings.batch_size):
-            self._encode(batch)
+        for batch in _batches([slot for slot in pending if slot.entry is None], job.settings.batch_size):
+            self._encode(batch, job.settings)
         entries = [slot.entry for slot in pending if slot.entry is not None]
-        storage.write_shard(self.dest, shard, entries, storage_options=self.storage_options)
+        storage.write_shard(job.dest, shard, entries, storage_options=job.storage_options)
         ok = [(slot, entry) for slot, entry in zip(pending, entries) if entry.status == Status.OK]
         return ShardResult(
             shard=shard,
@@ -134,11 +143,10 @@ class ShardEncoder:
             bpp_sum=sum(entry.bpp for _, entry in ok),
         )
 
-    def _encode(self, batch: list[_Pending]) -> None:
+    def _encode(self, batch: list[_Pending], settings: EncodeSettings) -> None:
         """Encode a batch together; when that fails, each image alone, so that a bad one fails by itself."""
         from pillow_diffcodec import encode_images
 
-        settings = self.settings
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RateFallbackWarning)  # small images at a preset: expected in bulk
@@ -151,7 +159,7 @@ class ShardEncoder:
         except Exception as exc:  # noqa: BLE001  (anything one image causes is recorded for that image)
             if len(batch) > 1:
                 for slot in batch:
-                    self._encode([slot])
+                    self._encode([slot], settings)
                 return
             batch[0].entry = storage.Entry.failed(batch[0].key, exc, source=batch[0].raw)
             return

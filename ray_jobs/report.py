@@ -60,12 +60,18 @@ class BulkReport:
         ratio = f" ({self.bytes_in / self.bytes_out:.1f}x smaller)" if self.bytes_out else ""
         lines = [
             f"bulk {self.source} -> {self.dest}",
-            f"  items {self.items}: {self.ok} ok, {self.failed} failed, {self.pending} pending; "
-            f"{self.skipped} skipped (done by an earlier run)",
-            f"  this run: {self.encoded} images in {self.shards} shard(s) on {self.workers} worker(s); "
-            f"{self.bytes_in} bytes in, {self.bytes_out} bytes out{ratio}, mean {self.mean_bpp:.4f} bpp",
-            f"  {self.images_per_second:.2f} images/s, wall time {self.wall_seconds:.1f}s "
-            f"(Ray start-up {self.startup_seconds:.1f}s)",
+            (
+                f"  items {self.items}: {self.ok} ok, {self.failed} failed, {self.pending} pending; "
+                f"{self.skipped} skipped (done by an earlier run)"
+            ),
+            (
+                f"  this run: {self.encoded} images in {self.shards} shard(s) on {self.workers} worker(s); "
+                f"{self.bytes_in} bytes in, {self.bytes_out} bytes out{ratio}, mean {self.mean_bpp:.4f} bpp"
+            ),
+            (
+                f"  {self.images_per_second:.2f} images/s, wall time {self.wall_seconds:.1f}s "
+                f"(Ray start-up {self.startup_seconds:.1f}s)"
+            ),
         ]
         lines += [f"  shard {shard} not written: {error}" for shard, error in self.errors.items()]
         return "\n".join(lines)

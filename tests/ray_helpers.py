@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 DATA = Path(__file__).parent / "data"
-RAY_OPTIONS = dict(include_dashboard=False, object_store_memory=200 * 1024**2)
+RAY_OPTIONS = {"include_dashboard": False, "object_store_memory": 200 * 1024**2}
 
 
 @pytest.fixture(scope="module")
