@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -40,16 +41,6 @@ def noisy(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
 def photo128() -> Image.Image:
     with Image.open(DATA / "kodim23_crop.png") as image:
         return image.convert("RGB").resize((128, 96), Image.BICUBIC)
-
-
-@pytest.fixture()
-def dataset(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    noisy(1).save(folder / "a.png")
-    noisy(2).save(folder / "b.png")
-    (folder / "broken.png").write_bytes(PNG_MAGIC + b"\x00\x00\x00\x0dIHDR truncated")
-    return folder
 
 
 def test_psnr_of_known_noise():
@@ -147,20 +138,34 @@ def test_plot_is_a_valid_png(tmp_path):
         "rd_psnr.png",
         "rd_ms_ssim.png",
     } <= written
+    assert "| DDCM | bpp=0.1 | 1 | 0.1000 | 20.50 |" in (tmp_path / "report" / "summary.md").read_text()
     bd = {r["codec"]: r for r in json.loads((tmp_path / "report" / "bd_rate.json").read_text())}
     assert bd["JPEG"]["bd_rate_psnr"] == pytest.approx(0.0, abs=1e-9)
     assert bd["DDCM"]["bd_rate_psnr"] > 0  # 2 dB below JPEG at every rate: more bits for the same PSNR
 
 
-def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(dataset, model_dir, tmp_path):
-    out = tmp_path / "results"
+@pytest.fixture(scope="module")
+def first_run(model_dir, tmp_path_factory):
+    """One evaluation of a.png, broken.png, b.png (DDCM at 0.5 bpp and JPEG), shared by the tests below."""
+    folder = tmp_path_factory.mktemp("eval")
+    dataset = folder / "images"
+    dataset.mkdir()
+    noisy(1).save(dataset / "a.png")
+    noisy(2).save(dataset / "b.png")
+    (dataset / "broken.png").write_bytes(PNG_MAGIC + b"\x00\x00\x00\x0dIHDR truncated")
     log = io.StringIO()
     new: list[Row] = []
-    options = {"model": str(model_dir), "bpp": [0.5], "params": FAST, "baselines": ["jpeg"], "out": out}
+    options = {"model": str(model_dir), "bpp": [0.5], "params": FAST, "baselines": ["jpeg"], "out": folder / "results"}
     options.update(progress=False, log=log)
     table = evaluate(dataset, on_row=new.append, **options)
+    return dataset, options, table, new, log.getvalue()
+
+
+def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(first_run):
+    dataset, options, table, new, log = first_run
+    out = options["out"]
     assert [f.image for f in table.failures] == ["broken.png"]
-    assert "broken.png: cannot read image" in log.getvalue()
+    assert "broken.png: cannot read image" in log
     assert sorted(r.key for r in table.rows) == [
         ("a.png", "DDCM", "bpp=0.5"),
         ("a.png", "JPEG", "bpp=0.5"),
@@ -175,60 +180,46 @@ def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(dataset, model_dir
         else:  # the baseline at the DDCM file's rate (or its floor)
             ddcm = next(r for r in table.rows if r.image == row.image and r.codec == "DDCM")
             assert row.target_bpp == ddcm.bpp
-    journal = (out / "rows.jsonl").read_text().splitlines()
-    assert len(journal) == 4
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 4
 
     again: list[Row] = []
     rerun = evaluate(dataset, on_row=again.append, **options)
     assert again == [] and len((out / "rows.jsonl").read_text().splitlines()) == 4
-    assert sorted(r.key for r in rerun.rows) == sorted(r.key for r in table.rows)
     assert {r.key: r for r in rerun.rows} == {r.key: r for r in table.rows}  # reused as they were
+    assert [f.image for f in rerun.failures] == ["broken.png"]
 
-    load_results(out)  # reports can be rebuilt from the journal alone
+    assert {r.key for r in load_results(out).rows} == {r.key for r in table.rows}  # reports from the journal alone
     with pytest.raises(EvaluationError, match="other settings"):
         evaluate(dataset, **{**options, "params": dict(FAST, steps=4)})
 
 
-def test_cli_eval_writes_reports_and_reports_corrupt_image(dataset, model_dir, tmp_path, capsys):
+def test_cli_eval_writes_reports_and_reports_corrupt_image(first_run, model_dir, tmp_path, capsys):
+    dataset, options, _, _, _ = first_run
     out = tmp_path / "cli"
-    (dataset / "b.png").unlink()  # one good image (a.png) and broken.png
-    argv = [
-        "eval",
-        str(dataset),
-        "--model",
-        str(model_dir),
-        "--bpp",
-        "0.5",
-        "--param",
-        f"steps={FAST['steps']}",
-        "--param",
-        f"codebook_size={FAST['codebook_size']}",
-        "--baselines",
-        "webp",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--limit",
-        "1",
-    ]  # a.png
-    assert main(argv) == 0
+    shutil.copytree(options["out"], out)  # the CLI's settings match: its rows are reused, nothing is encoded
+    journal = (out / "rows.jsonl").read_text()
+    argv = ["eval", str(dataset), "--model", str(model_dir), "--bpp", "0.5", "--out", str(out), "--no-progress"]
+    argv += ["--param", f"steps={FAST['steps']}", "--param", f"codebook_size={FAST['codebook_size']}"]
+    assert main([*argv, "--baselines", "jpeg"]) == 1  # broken.png: reported in one line, the run goes on
     printed = capsys.readouterr()
-    assert "WebP" in printed.out and "BD-rate" not in printed.out  # no JPEG anchor, no BD-rate
+    assert "broken.png: cannot read image" in printed.err and "Traceback" not in printed.err
+    assert "DDCM     bpp=0.5" in printed.out and "JPEG     bpp=0.5" in printed.out and "BD-rate" in printed.out
+    assert (out / "rows.jsonl").read_text() == journal
     assert (out / "rd_psnr.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "rd_ms_ssim.png").read_bytes().startswith(PNG_MAGIC)
     per_image = (out / "per_image.csv").read_text().splitlines()
-    assert (
-        per_image[0].startswith("image,codec,point,target_bpp,bpp,psnr,ms_ssim,encode_s,decode_s")
-        and len(per_image) == 3
-    )
+    assert per_image[0].startswith("image,codec,point,target_bpp,bpp,psnr,ms_ssim,encode_s,decode_s")
+    assert len(per_image) == 5
+    assert [f["image"] for f in json.loads((out / "failures.json").read_text())] == ["broken.png"]
 
-    assert main(argv[:-2]) == 1  # now with broken.png: reported in one line, the run goes on
-    err = capsys.readouterr().err
-    assert "broken.png: cannot read image" in err and "Traceback" not in err
-
-    assert main(["eval", str(dataset), "--bpp", "0.5", "--param", "stepz=3", "--out", str(tmp_path / "x")]) == 2
+    assert main([*argv, "--baselines", "jpeg", "--limit", "1"]) == 0  # a.png only
+    capsys.readouterr()
+    assert main([*argv, "--param", "stepz=3"]) == 2
     assert "Unknown DDCM parameter 'stepz'" in capsys.readouterr().err
-    assert main(["eval", str(dataset), "--bpp", "0.5", "--baselines", "bpg", "--out", str(tmp_path / "x")]) == 2
+    assert main([*argv, "--baselines", "bpg"]) == 2
     assert "Unknown baseline 'bpg'" in capsys.readouterr().err
+    assert main([*argv[:-4], "--param", "steps=4"]) == 2  # other settings than the results in --out
+    assert "other settings" in capsys.readouterr().err
 
 
 def test_registering_eval_imports_nothing_heavy():

@@ -107,16 +107,40 @@ def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
     bd = bd_rates(table, anchor)
     if bd:
         lines.append("")
-        lines.append(f"BD-rate against {anchor} (%, negative = fewer bits for the same quality; NaN = no overlap)")
+        lines.append(
+            f"BD-rate against {anchor} (%, negative = fewer bits for the same quality; n/a = curves do not overlap in quality)"
+        )
         for codec, values in bd.items():
-            lines.append(f"{codec:<8} " + "  ".join(f"{m}: {values[m]:+8.1f}" for m in BD_METRICS))
+            cells = ("n/a" if math.isnan(values[m]) else f"{values[m]:+.1f}" for m in BD_METRICS)
+            lines.append(f"{codec:<8} " + "  ".join(f"{m}: {c:>8}" for m, c in zip(BD_METRICS, cells)))
     for failure in table.failures:
         lines.append(f"failed: {failure.image}: {failure.message}")
     return "\n".join(lines)
 
 
+def format_markdown(table: EvalTable, anchor: str = ANCHOR) -> str:
+    """The per-point means and BD-rates as Markdown tables (for READMEs and reports)."""
+    lines = [
+        "| codec | point | images | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in table.summary():
+        floor = f" ({s.unreached} at floor)" if s.unreached else ""
+        lines.append(
+            f"| {s.codec} | {s.point} | {s.images}{floor} | {s.bpp:.4f} | {s.psnr:.2f} | {s.ms_ssim:.4f} "
+            f"| {s.encode_s:.2f} | {s.decode_s:.2f} |"
+        )
+    bd = bd_rates(table, anchor)
+    if bd:
+        lines += ["", f"| codec | BD-rate vs {anchor}, PSNR | BD-rate vs {anchor}, MS-SSIM |", "| --- | ---: | ---: |"]
+        for codec, values in bd.items():
+            cells = " | ".join("n/a" if math.isnan(values[m]) else f"{values[m]:+.1f} %" for m in BD_METRICS)
+            lines.append(f"| {codec} | {cells} |")
+    return "\n".join(lines)
+
+
 def write_report(table: EvalTable, out: str | Path, *, plots: bool = True, title: str = "") -> list[Path]:
-    """Write per_image/per_point/bd_rate CSV+JSON, summary.txt and (with ``plots``) the RD plots to ``out``."""
+    """Write per_image/per_point/bd_rate CSV+JSON, summary.txt/.md and (with ``plots``) the RD plots to ``out``."""
     folder = Path(out)
     row_fields = [f.name for f in dataclasses.fields(Row)]
     point_fields = [f.name for f in dataclasses.fields(PointSummary)]
@@ -128,7 +152,8 @@ def write_report(table: EvalTable, out: str | Path, *, plots: bool = True, title
     failures = [dataclasses.asdict(f) for f in table.failures]
     _write_atomic(folder / "failures.json", json.dumps(failures, indent=1).encode("utf-8"))
     _write_atomic(folder / "summary.txt", (format_summary(table) + "\n").encode("utf-8"))
-    written += [folder / "failures.json", folder / "summary.txt"]
+    _write_atomic(folder / "summary.md", (format_markdown(table) + "\n").encode("utf-8"))
+    written += [folder / "failures.json", folder / "summary.txt", folder / "summary.md"]
     if plots and table.rows:
         os.environ.setdefault("MPLBACKEND", "Agg")
         for metric, (name, _) in PLOTS.items():
