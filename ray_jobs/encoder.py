@@ -4,8 +4,8 @@
 with the CPUs or GPUs it asks for). For each shard it reads the shard's source items, opens them with
 Pillow, encodes same-size, same-mode images together in batches (one codebook scan per batch) and
 writes the shard with :func:`storage.write_shard`. An item that cannot be read, opened or encoded
-becomes a failed entry with its error; only errors that would fail every item (no model, unknown
-codec) stop the shard.
+becomes a failed entry with its error; only errors that would fail every item alike (no model, a model
+other than the job's, an unknown codec) stop the job.
 """
 
 from __future__ import annotations
@@ -128,19 +128,19 @@ class ShardEncoder:
                 slot.entry = storage.Entry.failed(slot.key, _reading_error(data))
             else:
                 slot.raw = data
-                slot.image = _open(slot.key, data, slot)
+                _open(slot)
         for batch in _batches([slot for slot in pending if slot.entry is None], job.settings.batch_size):
             self._encode(batch, job.settings)
         entries = [slot.entry for slot in pending if slot.entry is not None]
         storage.write_shard(job.dest, shard, entries, storage_options=job.storage_options)
-        ok = [(slot, entry) for slot, entry in zip(pending, entries) if entry.status == Status.OK]
+        ok = [entry for entry in entries if entry.status == Status.OK]
         return ShardResult(
             shard=shard,
             ok=len(ok),
             failed=len(entries) - len(ok),
             bytes_in=sum(len(slot.raw or b"") for slot in pending),
-            bytes_out=sum(len(entry.bitstream) for _, entry in ok),
-            bpp_sum=sum(entry.bpp for _, entry in ok),
+            bytes_out=sum(len(entry.bitstream) for entry in ok),
+            bpp_sum=sum(entry.bpp for entry in ok),
         )
 
     def _encode(self, batch: list[_Pending], settings: EncodeSettings) -> None:
@@ -174,16 +174,17 @@ def _reading_error(exc: Exception) -> Exception:
     return exc
 
 
-def _open(key: str, data: bytes, slot: _Pending) -> Image.Image | None:
-    """The decoded source image, or None with ``slot.entry`` set to the failure (any Pillow error on one file)."""
+def _open(slot: _Pending) -> None:
+    """Decode the source file into ``slot.image``, or record the failure in ``slot.entry`` (any Pillow error)."""
+    data = slot.raw or b""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-        return image
     except Exception as exc:  # noqa: BLE001  (corrupt files raise many types from Pillow's decoders)
         what = "not an image Pillow can read" if isinstance(exc, Image.UnidentifiedImageError) else str(exc)
-        slot.entry = storage.Entry.failed(key, f"{type(exc).__name__}: {what} ({len(data)} bytes)", source=data)
-        return None
+        slot.entry = storage.Entry.failed(slot.key, f"{type(exc).__name__}: {what} ({len(data)} bytes)", source=data)
+        return
+    slot.image = image
 
 
 def _batches(slots: list[_Pending], size: int) -> list[list[_Pending]]:
