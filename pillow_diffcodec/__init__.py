@@ -13,10 +13,13 @@ from typing import Any
 
 from . import limits
 from .codecs.ddcm_format import DDCMParams
+from .codecs.psc_format import PSCParams
 from .errors import (
+    ComputeMismatchError,
     CorruptFileError,
     DecompressionBombError,
     DiffCodecError,
+    DivergenceError,
     EncodingError,
     InvalidParameterError,
     ModelMismatchError,
@@ -46,8 +49,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "ComputeMismatchError",
     "CorruptFileError",
     "DDCMParams",
+    "DivergenceError",
+    "PSCParams",
     "DecompressionBombError",
     "DiffCodecError",
     "RateFallbackWarning",

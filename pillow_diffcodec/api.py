@@ -202,9 +202,11 @@ def decode_file(
     max_pixels: int | None | str = limits.DEFAULT,
     max_work: int | None | str = limits.DEFAULT,
     progress: Progress | None = None,
+    **codec_options: Any,
 ) -> Image.Image:
     """Decode an already parsed file (see :func:`decode`)."""
     header = parsed.header
+    check_known(codec_options, parsed.codec.decode_options, f"{parsed.codec.name} decode")
     limits.check_decode(parsed.params.decode_model_calls(), header.width, header.height, max_work, max_pixels)
     loaded = load_model(model if model is not None else header.model_name, device=device, dtype=dtype)
     if loaded.fingerprint != header.fingerprint:
@@ -214,7 +216,7 @@ def decode_file(
         )
     with _memory_guard("decoding", header.width, header.height):
         pixels = parsed.codec.load().decode(
-            loaded, parsed.params, header.seed, header.width, header.height, parsed.payload, progress
+            loaded, parsed.params, header.seed, header.width, header.height, parsed.payload, progress, **codec_options
         )
     return imagemodes.finish(_to_image(pixels), header.mode, header.chunks)
 
@@ -228,17 +230,21 @@ def decode(
     max_pixels: int | None | str = limits.DEFAULT,
     max_work: int | None | str = limits.DEFAULT,
     progress: Progress | None = None,
+    **codec_options: Any,
 ) -> Image.Image:
     """Decode a file to a PIL image.
 
     An explicit ``model`` wins over the reference stored in the file; either way its fingerprint must
     match. ``max_pixels`` and ``max_work`` (model calls x pixels) default to the limits in
-    :mod:`pillow_diffcodec.limits`; both are checked before a model is loaded.
+    :mod:`pillow_diffcodec.limits`; both are checked before a model is loaded. ``codec_options`` are the
+    file's codec's own decode options (its registry entry's ``decode_options``, e.g. PSC's
+    ``max_measurements``, ``sampler``, ``force``); others raise InvalidParameterError.
     """
     limit = limits.max_pixels_default() if max_pixels == limits.DEFAULT else max_pixels
     parsed = read_file(data, max_pixels=limit)
     return decode_file(
-        parsed, model=model, device=device, dtype=dtype, max_pixels=limit, max_work=max_work, progress=progress
+        parsed, model=model, device=device, dtype=dtype, max_pixels=limit, max_work=max_work, progress=progress,
+        **codec_options,
     )
 
 

@@ -28,6 +28,16 @@ class NotDiffCodecFileError(CorruptFileError):
     """The bytes do not start with the diffcodec magic number (a foreign file)."""
 
 
+class DivergenceError(CorruptFileError):
+    """A decoder that replays the encoder's computation (PSC) departed from it: its checksums of the
+    measurement matrix or of the reconstruction differ from the ones stored in the file."""
+
+
+class ComputeMismatchError(DiffCodecError, RuntimeError):
+    """The file decodes bit-exactly only under the compute signature it was encoded with (PSC: device
+    type, dtype, library versions), and this decoder runs under another; the message says how to force it."""
+
+
 class UnsupportedVersionError(CorruptFileError):
     """The file uses a format version or codec id this library does not know."""
 

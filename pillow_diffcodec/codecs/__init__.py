@@ -1,7 +1,7 @@
 """Codec registry: the single source of truth for codec names, numeric file ids and Pillow formats.
 
 Ids are explicit numbers written into every file and never derived from registration order.
-Reserved for the codecs that follow DDCM: 2 PSC, 3 CDC, 4 CorrDiff, 5 foundation latent diffusion.
+2 is PSC. Reserved for the codecs that follow: 3 CDC, 4 CorrDiff, 5 foundation latent diffusion.
 Each entry names its torch-free parameter class (enough to read a header) and the runner module
 (:class:`~.base.Codec`), imported only when something is encoded or decoded.
 """
@@ -16,6 +16,7 @@ from ..errors import UnknownCodecError, UnsupportedVersionError
 from ..options import Option, params_options
 from .base import Codec, CodecParams
 from .ddcm_format import DDCMParams
+from .psc_format import PSC_DECODE_OPTIONS, PSCParams
 
 __all__ = ["CODECS", "Codec", "CodecEntry", "CodecParams", "codec_by_id", "codec_by_name"]
 
@@ -31,6 +32,7 @@ class CodecEntry:
     extensions: tuple[str, ...]
     mime: str
     description: str
+    decode_options: tuple[Option, ...] = ()  # the codec's own decode-time options (api.decode keywords)
 
     def load(self) -> Codec:
         """Import the runner module (brings in torch)."""
@@ -51,6 +53,16 @@ CODECS: tuple[CodecEntry, ...] = (
         extensions=(".ddcm",),
         mime="image/x-ddcm",
         description="Denoising Diffusion Codebook Models",
+    ),
+    CodecEntry(
+        name="PSC",
+        codec_id=2,
+        params=PSCParams,
+        module="pillow_diffcodec.codecs.psc",
+        extensions=(".psc",),
+        mime="image/x-psc",
+        description="Zero-shot compression by diffusion posterior sampling",
+        decode_options=PSC_DECODE_OPTIONS,
     ),
 )
 CODECS_BY_NAME = {entry.name: entry for entry in CODECS}
