@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import container, imagemodes, limits
+from . import conditioning, container, imagemodes, limits
 from .codecs import CODECS, DEFAULT_CODEC, CodecEntry, CodecParams, codec_by_name
 from .codecs.base import Progress
 from .errors import (
@@ -28,7 +28,7 @@ from .errors import (
     UnsupportedImageError,
 )
 from .fileinfo import ParsedFile, info, read_file
-from .models import DiffusionModel, load_model
+from .models import DiffusionModel, condition, load_model
 from .options import check_known
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
@@ -125,6 +125,8 @@ def encode_images(
     model: ModelRef | None = None,
     bpp: float | None = None,
     quality: float | None = None,
+    prompt: str | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     device: Any = None,
     dtype: torch.dtype | str | None = None,
@@ -140,14 +142,17 @@ def encode_images(
     Metadata (``icc_profile``, ``exif``, ``xmp``) defaults to each image's ``info``; alpha is kept
     losslessly unless ``keep_alpha=False``. ``params`` are the codec's own parameters (for DDCM
     ``steps``, ``codebook_size``, ``atoms``, ``coef_levels``, ``selection``, ``window``, ``tile``);
-    ``bpp=`` / ``quality=`` choose the rest (see the codec's ``choose_params``).
+    ``bpp=`` / ``quality=`` choose the rest (see the codec's ``choose_params``). ``prompt`` and ``guidance``
+    condition a latent (Stable Diffusion) model and are stored in the file's ``Cond`` chunk.
     """
     if not images:
         return []
     entry = codec_by_name(codec)
     check_known(params, entry.options, entry.name)
     _check_seed(seed)
-    loaded = load_model(model, device=device, dtype=dtype)
+    text = conditioning.from_options(prompt, guidance)
+    loaded = condition(load_model(model, device=device, dtype=dtype), text)
+    model_chunks = (text.chunk(),) if text is not None else ()
     first = images[0]
     if any(im.size != first.size or im.mode != first.mode for im in images):
         raise InvalidParameterError("A batch needs images of one size and mode; encode others separately")
@@ -166,7 +171,7 @@ def encode_images(
     if loaded.image_channels == 1 and prepared[0].coded.mode != "L":
         raise UnsupportedImageError(f"Model {loaded.name!r} codes grayscale images; convert the image to 'L'")
     runner = entry.load()
-    size, mode, chunks = prepared[0].coded.size, prepared[0].mode, prepared[0].chunks
+    size, mode, chunks = prepared[0].coded.size, prepared[0].mode, prepared[0].chunks + model_chunks
 
     def whole_file(candidate: CodecParams) -> int:
         header = _header(entry, candidate, loaded, mode, size, seed, chunks)
@@ -178,7 +183,8 @@ def encode_images(
         coded = runner.encode_batch(loaded, codec_params, seed, pixels, progress)
     results = []
     for prep, (payload, recon) in zip(prepared, coded):
-        data = container.pack(_header(entry, codec_params, loaded, prep.mode, size, seed, prep.chunks), payload)
+        header = _header(entry, codec_params, loaded, prep.mode, size, seed, prep.chunks + model_chunks)
+        data = container.pack(header, payload)
         results.append(EncodeResult(data, imagemodes.finish(_to_image(recon), prep.mode, prep.chunks)))
     return results
 
@@ -207,8 +213,9 @@ def decode_file(
     """Decode an already parsed file (see :func:`decode`)."""
     header = parsed.header
     check_known(codec_options, parsed.codec.decode_options, f"{parsed.codec.name} decode")
-    limits.check_decode(parsed.params.decode_model_calls(), header.width, header.height, max_work, max_pixels)
+    limits.check_decode(parsed.decode_model_calls(), header.width, header.height, max_work, max_pixels)
     loaded = load_model(model if model is not None else header.model_name, device=device, dtype=dtype)
+    loaded = condition(loaded, parsed.conditioning)
     if loaded.fingerprint != header.fingerprint:
         raise ModelMismatchError(
             f"File was encoded with model {header.model_name!r} (fingerprint {header.fingerprint.hex()}), "

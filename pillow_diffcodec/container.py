@@ -27,6 +27,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from .conditioning import CHUNK_TAG as CONDITIONING_TAG
 from .errors import CorruptFileError, DecompressionBombError, NotDiffCodecFileError, UnsupportedVersionError
 
 MAGIC = b"\x89DFC"
@@ -41,7 +42,7 @@ FINGERPRINT_BYTES = 4
 MAX_NAME_BYTES = 255
 MAX_PARAMS_BYTES = 255
 CRC_BYTES = 4
-KNOWN_CHUNK_TAGS: frozenset[bytes] = frozenset()
+KNOWN_CHUNK_TAGS: frozenset[bytes] = frozenset({CONDITIONING_TAG})  # critical tags this reader knows
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import container
+from . import conditioning, container
 from .codecs import CodecEntry, CodecParams, codec_by_id
 from .imagemodes import chunk_info
 
@@ -42,20 +42,38 @@ class ParsedFile:
             "bpp": self.bpp,
             "chunks": [tag.decode("latin-1") for tag, _ in header.chunks],
             **chunk_info(header.chunks),
+            **self.conditioning_info(),
         }
+
+    @property
+    def conditioning(self) -> conditioning.TextConditioning | None:
+        """The text prompt and guidance the file was coded with (None: unconditional)."""
+        return conditioning.from_chunks(self.header.chunks)
+
+    def conditioning_info(self) -> dict[str, Any]:
+        cond = self.conditioning
+        return {} if cond is None else {"prompt": cond.prompt, "guidance": cond.guidance}
+
+    def decode_model_calls(self) -> int:
+        """Denoiser evaluations a decode makes: the codec's model calls, twice with classifier-free guidance."""
+        cond = self.conditioning
+        return self.params.decode_model_calls() * (1 if cond is None else cond.unet_calls_per_step)
 
 
 def read_file(data: bytes | memoryview, *, max_pixels: int | None = None) -> ParsedFile:
     """Parse and verify ``data`` (CRC, codec id, codec parameters); raises CorruptFileError and kin."""
     header, payload = container.parse(data, max_pixels=max_pixels)
     entry = codec_by_id(header.codec_id)
-    return ParsedFile(header, payload, entry, entry.params.from_bytes(header.params), len(data))
+    parsed = ParsedFile(header, payload, entry, entry.params.from_bytes(header.params), len(data))
+    _ = parsed.conditioning  # a damaged Cond chunk is refused with the header, before any model is loaded
+    return parsed
 
 
 def info(data: bytes) -> dict[str, Any]:
     """Header fields of a diffcodec file (the CRC and the codec parameters are verified).
 
     Keys: codec, format_version, width, height, mode, model, fingerprint, seed, params, bytes,
-    payload_bytes, bpp (whole file), chunks, plus original_mode / icc_profile / exif / xmp when present.
+    payload_bytes, bpp (whole file), chunks, plus original_mode / icc_profile / exif / xmp / prompt / guidance
+    when present.
     """
     return read_file(data).info()

@@ -49,6 +49,10 @@ ENCODE_OPTIONS: tuple[Option, ...] = (
            "codec parameter is given", default=DEFAULT_QUALITY, type=float),
     Option("model", "model: 'builtin', a local diffusers folder, or a Hugging Face repo id already in the local "
            "cache", default="builtin", type=str),
+    Option("prompt", "text prompt a Stable Diffusion model is conditioned on, stored in the file (DDCM App. B.6; "
+           "none: unconditional)", type=str),
+    Option("guidance", "classifier-free guidance scale with a prompt (1: the conditional model alone, one UNet call "
+           "per step; other values two)", default=1.0, type=float),
     Option("seed", "codebook seed stored in the file", default=0, type=int),
     Option("device", "torch device to run the model on, e.g. cpu, cuda, cuda:1", default="cpu", type=str),
     Option("dtype", "model precision", default="float32", type=str, choices=DTYPE_NAMES),

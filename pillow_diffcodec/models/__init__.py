@@ -4,9 +4,10 @@ A reference resolves, in order, to:
 
 1. a model object passed in directly (anything implementing :class:`.base.DiffusionModel`);
 2. a built-in model shipped in this package (``"builtin"``, the default);
-3. a local directory in one of the known layouts (:data:`LAYOUTS`; see :mod:`.pixel`);
-4. a Hugging Face repo id (``"google/ddpm-cifar10-32"``) already in the local Hugging Face cache.
-   Nothing is ever downloaded: lookups use ``local_files_only``.
+3. a local directory in one of the known layouts (:data:`LAYOUTS`; see :mod:`.pixel` and :mod:`.latent`);
+4. a Hugging Face repo id (``"google/ddpm-cifar10-32"``) already in the local Hugging Face cache, or a
+   short name for one (``"sd21-base"``, :data:`MODEL_ALIASES`). Nothing is ever downloaded: lookups use
+   ``local_files_only``.
 
 Files store a path-independent name for (2) and (4) and the absolute directory for (3). Loaded models
 are kept in an LRU cache keyed by resolved name, device and dtype; :func:`clear_model_cache` frees them.
@@ -23,8 +24,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelNotFoundError
+from ..conditioning import TextConditioning
+from ..errors import InvalidParameterError, ModelNotFoundError
 from .base import DiffusionModel, resolve_device, resolve_dtype
+from .latent import LatentDiffusionModel, find_latent_layout
 from .pixel import PixelDiffusionModel, find_pixel_layout
 
 
@@ -38,7 +41,14 @@ class ModelLayout:
     load: Callable[..., DiffusionModel]  # (directory, *, name, device, dtype) -> model
 
 
-LAYOUTS: tuple[ModelLayout, ...] = (
+LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has unet/ and scheduler/
+    ModelLayout(
+        kind="Stable Diffusion pipeline",
+        expects="unet/ (UNet2DConditionModel), vae/ (AutoencoderKL), text_encoder/ + tokenizer/ (CLIP) and "
+        "scheduler/scheduler_config.json (StableDiffusionPipeline.save_pretrained, stabilityai/stable-diffusion-*)",
+        recognises=find_latent_layout,
+        load=LatentDiffusionModel.from_directory,
+    ),
     ModelLayout(
         kind="pixel DDPM",
         expects="unet/ + scheduler/scheduler_config.json (DDPMPipeline.save_pretrained) or config.json + "
@@ -58,12 +68,25 @@ KNOWN_PIXEL_MODELS = {
     "google/ddpm-bedroom-256": "256x256 bedrooms, same architecture as ddpm-church-256",
     "google/ddpm-cat-256": "256x256 cats, same architecture as ddpm-church-256",
 }
+KNOWN_LATENT_MODELS = {
+    "stabilityai/stable-diffusion-2-1-base": "SD 2.1 base, 512x512, epsilon prediction (the DDCM paper's main model)",
+    "stabilityai/stable-diffusion-2-1": "SD 2.1, 768x768, v-prediction",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "SD 1.5, 512x512, epsilon prediction",
+    "CompVis/stable-diffusion-v1-4": "SD 1.4, 512x512, epsilon prediction",
+}
+KNOWN_MODELS = {**KNOWN_PIXEL_MODELS, **KNOWN_LATENT_MODELS}
+MODEL_ALIASES = {
+    "sd21-base": "stabilityai/stable-diffusion-2-1-base",
+    "sd21": "stabilityai/stable-diffusion-2-1",
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd14": "CompVis/stable-diffusion-v1-4",
+}
 MODEL_CACHE_SIZE = 4
 _cache: OrderedDict[tuple[str, str, str], DiffusionModel] = OrderedDict()
 
 __all__ = [
-    "LAYOUTS", "DiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache", "load_model", "locate",
-    "resolve_device", "resolve_dtype",
+    "LAYOUTS", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
+    "condition", "load_model", "locate", "resolve_device", "resolve_dtype",
 ]
 
 
@@ -95,7 +118,7 @@ def _from_hf_cache(repo_id: str) -> Path | None:
 
 def locate(reference: str | Path) -> tuple[str, Path]:
     """(name to store in files, local directory) for a reference; raises ModelNotFoundError."""
-    text = str(reference)
+    text = MODEL_ALIASES.get(str(reference), str(reference))
     if text in BUILTIN_MODELS and _layout_of(BUILTIN_MODELS[text]):
         return text, BUILTIN_MODELS[text]
     path = Path(text).expanduser()
@@ -108,12 +131,13 @@ def locate(reference: str | Path) -> tuple[str, Path]:
         snapshot = _from_hf_cache(text)
         if snapshot is not None:
             return text, snapshot
-    hint = f" ({KNOWN_PIXEL_MODELS[text]})" if text in KNOWN_PIXEL_MODELS else ""
+    hint = f" ({KNOWN_MODELS[text]})" if text in KNOWN_MODELS else ""
     raise ModelNotFoundError(
         f"Model {text!r}{hint} not found. Looked for a built-in model {sorted(BUILTIN_MODELS)}, a local directory "
         f"{os.path.abspath(path)!r}, and a Hugging Face repo in the local cache {_hf_cache_dir()!r} "
         f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}; nothing is downloaded). Provide it by passing "
-        "model= a folder written by DDPMPipeline.save_pretrained or a downloaded google/ddpm-* folder, or by "
+        "model= a folder written by DDPMPipeline/StableDiffusionPipeline.save_pretrained or a downloaded "
+        "google/ddpm-* or stabilityai/stable-diffusion-* folder, or by "
         "downloading the repo into the Hugging Face cache on a machine with network access"
     )
 
@@ -158,13 +182,27 @@ def available_models() -> list[dict[str, Any]]:
     for name, folder in BUILTIN_MODELS.items():
         found = _layout_of(folder) is not None
         rows.append({"name": name, "kind": "built-in", "available": found, "location": str(folder)})
-    for name, description in KNOWN_PIXEL_MODELS.items():
+    aliases = {repo: alias for alias, repo in MODEL_ALIASES.items()}
+    for name, description in KNOWN_MODELS.items():
         snapshot = _from_hf_cache(name)
         rows.append({
             "name": name,
+            **({"alias": aliases[name]} if name in aliases else {}),
             "kind": "hugging face cache",
             "available": snapshot is not None,
             "location": str(snapshot) if snapshot else f"not in {_hf_cache_dir()}",
             "description": description,
         })
     return rows
+
+
+def condition(model: DiffusionModel, conditioning: TextConditioning | None) -> DiffusionModel:
+    """``model`` conditioned on a text prompt (DDCM App. B.6); unconditional models take no prompt."""
+    with_conditioning = getattr(model, "with_conditioning", None)
+    if with_conditioning is not None:
+        return with_conditioning(conditioning)
+    if conditioning is not None:
+        raise InvalidParameterError(
+            f"Model {model.name!r} takes no text prompt; prompt= needs a latent (Stable Diffusion) model"
+        )
+    return model
