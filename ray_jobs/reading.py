@@ -6,7 +6,9 @@ load the model once and, on GPUs when the cluster has them, decode one shard aft
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,12 +36,18 @@ class _ShardDecoder:
         if model is not None:
             self.options["model"] = load_model(model, device=device)
 
-    def entries(self, shard: int) -> Iterator[tuple[dict[str, Any], bytes | None]]:
-        """Each entry of the shard with its checked bitstream (None unless ok)."""
+    def entries(self, shard: int) -> Iterator[tuple[dict[str, Any], bytes | storage.ArchiveError | None]]:
+        """Each entry of the shard with its checked bitstream: None unless ok, the error when damaged."""
         size = self.archive.items_per_shard
         for index in range(shard * size, min((shard + 1) * size, len(self.archive))):
             row = self.archive.info(index)
-            yield row, self.archive.read_bytes(index) if row["status"] == "ok" else None
+            if row["status"] != "ok":
+                yield row, None
+                continue
+            try:
+                yield row, self.archive.read_bytes(index)
+            except storage.ArchiveError as exc:
+                yield row, exc
 
     def decode(self, data: bytes) -> Any:
         import pillow_diffcodec
@@ -55,6 +63,8 @@ class _DatasetDecoder(_ShardDecoder):
         for info, data in self.entries(int(row["shard"])):
             if data is None:
                 continue
+            if isinstance(data, storage.ArchiveError):
+                raise data
             image = self.decode(data)
             rows.append({**{name: info[name] for name in METADATA_COLUMNS}, "image": np.asarray(image)})
         return rows
@@ -77,6 +87,8 @@ class _FileWriter(_ShardDecoder):
                 out.append({"key": key, "outcome": "skipped", "detail": info["error"] or info["status"]})
                 continue
             try:
+                if isinstance(data, storage.ArchiveError):
+                    raise data
                 if key in self.clashes:
                     raise storage.ArchiveError(self.clashes[key])
                 target = f"{self.dest}/{output_name(key, self.suffix)}"
@@ -88,6 +100,7 @@ class _FileWriter(_ShardDecoder):
         return out
 
     def encoded(self, data: bytes) -> bytes:
+        """The file to write: the stored bitstream itself, or its decoded image in the chosen format."""
         if self.format is None:
             return data
         buffer = io.BytesIO()
@@ -137,14 +150,20 @@ def _mapped(dataset: Any, shards: int, body: type, plan: WorkerPlan, arguments: 
     )
 
 
-def quiet_ray_data() -> None:
-    """Turn off Ray Data's progress bars and progress log lines in this process."""
-    import logging
-
+@contextlib.contextmanager
+def quiet_ray_data() -> Iterator[None]:
+    """Turn off Ray Data's progress bars and progress log lines for a while (a bar of our own shows progress)."""
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context, logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
+    bars, level = context.enable_progress_bars, logger.level
+    context.enable_progress_bars = False
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = bars
+        logger.setLevel(level)
 
 
 def read_archive(
@@ -197,8 +216,7 @@ def extract_archive(
         clashes = _clashing_outputs(storage.open_archive(url, "r", storage_options).keys(), suffix_for(format))
         arguments = (url, storage_options, model, plan.device, dest, format, dest_options, clashes)
         report = ExtractReport()
-        with tqdm(total=entries, unit="img", desc="extract", disable=not progress) as bar:
-            quiet_ray_data()  # this bar replaces Ray Data's own progress output
+        with tqdm(total=entries, unit="img", desc="extract", disable=not progress) as bar, quiet_ray_data():
             for row in _mapped(shards, count, _FileWriter, plan, arguments).iter_rows():
                 getattr(report, row["outcome"])[row["key"]] = row["detail"]
                 bar.update()

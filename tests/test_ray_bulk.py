@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,23 @@ def test_bulk_extract_cli_writes_pngs_in_parallel(folder_archive, tmp_path, caps
         with Image.open(tmp_path / "out" / key) as written:
             assert written.format == "PNG"
             assert np.array_equal(np.asarray(written), np.asarray(pillow_diffcodec.decode(archive.read_bytes(key))))
+
+
+def test_extract_reports_a_damaged_entry_and_writes_the_others(folder_archive, tmp_path) -> None:
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(folder_archive[0], copy)
+    archive = storage.open_archive(str(copy))
+    shards = {key: copy / "bitstream" / "c" / str(archive.info(key)["index"] // archive.items_per_shard)
+              for key in GOOD_KEYS}
+    # tiny images can share a bitstream: damage one whose bytes occur once in its shard object
+    victim = next(key for key in GOOD_KEYS if shards[key].read_bytes().count(archive.read_bytes(key)) == 1)
+    data, shard = archive.read_bytes(victim), shards[victim]
+    stored = shard.read_bytes()
+    at = stored.index(data) + len(data) // 2
+    shard.write_bytes(stored[:at] + bytes([stored[at] ^ 0xFF]) + stored[at + 1 :])
+    report = ray_jobs.extract_archive(str(copy), str(tmp_path / "out"), progress=False)
+    assert list(report.errors) == [victim] and victim in report.errors[victim]
+    assert sorted(report.written) == sorted(set(GOOD_KEYS) - {victim}) and list(report.skipped) == ["a/broken.png"]
 
 
 def test_bulk_cli_reports_and_refuses_in_one_line(local_ray, folder, model_dir, tmp_path, capsys) -> None:
