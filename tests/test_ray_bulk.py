@@ -24,9 +24,11 @@ import ray_jobs
 import storage
 from pillow_diffcodec.cli import main as cli_main
 
+from . import ray_helpers
 from .conftest import FAST
-from .ray_helpers import GOOD_KEYS, IMAGE_KEYS, local_ray, photo, tree_files, write_tar, write_tree  # noqa: F401
+from .ray_helpers import GOOD_KEYS, IMAGE_KEYS, photo, tree_files, write_tar, write_tree
 
+local_ray = ray_helpers.local_ray  # the module's Ray instance (a fixture)
 ROOT = Path(__file__).resolve().parents[1]
 
 

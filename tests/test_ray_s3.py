@@ -13,10 +13,12 @@ import pillow_diffcodec
 import ray_jobs
 import storage
 
+from . import ray_helpers
 from .conftest import FAST
-from .ray_helpers import GOOD_KEYS, IMAGE_KEYS, local_ray, tree_files, write_tar  # noqa: F401
+from .ray_helpers import GOOD_KEYS, IMAGE_KEYS, tree_files, write_tar
 
 pytestmark = pytest.mark.slow
+local_ray = ray_helpers.local_ray  # the module's Ray instance (a fixture)
 
 
 @pytest.fixture(scope="module")
