@@ -210,3 +210,30 @@ def test_low_bpp_codes_only_the_first_steps(model, photo) -> None:
     one_more = ddcm.DDCMParams.from_dict({**params.to_dict(), "window": [999, timesteps[coded]]})
     assert 8 * pdc.file_size(one_more, model, *photo.size) / (photo.width * photo.height) > 0.3
     assert np.array_equal(np.asarray(pdc.decode(result.data, model=model)), np.asarray(result.reconstruction))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (64, 48), (257, 129), (768, 512), (1024, 7)])
+def test_bpp_ladder_is_monotone_and_never_exceeds_the_target(size) -> None:
+    """Rate control on the built-in model: no jumps back, never above the target (sizes only, no encoding)."""
+    from pillow_diffcodec.codecs.ddcm import choose_params
+    from pillow_diffcodec.models import load_model
+
+    builtin = load_model()
+    width, height = size
+    pixels = width * height
+
+    def file_bpp(params: ddcm.DDCMParams) -> float:
+        return 8 * pdc.file_size(params, builtin, width, height) / pixels
+
+    previous = 0.0
+    for target in np.geomspace(0.01, 4, 40):
+        try:
+            params = choose_params(builtin, {}, float(target), None,
+                                   lambda p: pdc.file_size(p, builtin, width, height), pixels)
+        except InvalidParameterError:
+            assert previous == 0.0  # only targets below the smallest file fail, and only at the bottom
+            continue
+        rate = file_bpp(params)
+        assert rate <= target and rate >= previous, (target, rate, previous, params)
+        previous = rate
+    assert previous > 0
