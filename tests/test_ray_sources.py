@@ -35,6 +35,9 @@ def test_folders_globs_and_archives_list_the_same_keys_and_read_the_same_bytes(t
         assert listing.keys == IMAGE_KEYS, source
         assert listing.reader.read(listing.items) == [files[key] for key in IMAGE_KEYS], source
     assert ray_jobs.list_source(f"{folder}/crops/*.png").keys == [f"c{n}.png" for n in range(4)]
+    inside = ray_jobs.list_source(f"tar://a/b::{tar}")  # a folder inside the tar: keys relative to it
+    assert inside.keys == ["alpha.png", "odd.png"]
+    assert inside.reader.read(inside.items) == [files["a/b/alpha.png"], files["a/b/odd.png"]]
     assert ray_jobs.list_source(f"{folder}/a/b/odd.png").keys == ["odd.png"]
 
 
