@@ -191,3 +191,15 @@ def test_corrupt_files_raise_documented_errors(fuzz_seed, mutations, fix_crc: bo
             assert str(exc)
         except (UnidentifiedImageError, SyntaxError):
             assert data[:4] != b"\x89DFC"
+
+
+@pytest.mark.slow
+def test_latent_model_round_trip(tmp_path, image) -> None:
+    """PSC runs on the latent space of a (tiny) Stable Diffusion pipeline through the same model protocol."""
+    from pillow_diffcodec.models import load_model
+
+    from .test_latent import build_pipeline
+
+    sd = load_model(str(build_pipeline(tmp_path / "sd")))
+    result = pdc.encode_images([image], codec="PSC", model=sd, **TINY)[0]
+    assert np.array_equal(np.asarray(pdc.decode(result.data, model=sd)), np.asarray(result.reconstruction))
