@@ -2,8 +2,8 @@
 
 Kawar, Elad, Ermon, Song, "Denoising Diffusion Restoration Models" (NeurIPS 2022). DDRM works in the
 spectral space of H = U S V^T; with orthonormal rows (U = I, S = 1, V = [H^T, null basis]) a sample
-splits into its measured coordinates ``H x`` and its null-space part ``x - H^T H x``, and the update
-of eq. 7-8 (variance-exploding form ``xbar_t = x_t / sqrt(abar_t)``, ``sigma_t^2 = (1 - abar_t) / abar_t``,
+splits into its measured coordinates ``H x`` and its null-space part ``x - H^T H x``, and the DDRM
+update (Sec. 3, in the variance-exploding form ``xbar_t = x_t / sqrt(abar_t)``, ``sigma_t^2 = (1 - abar_t) / abar_t``,
 measurement noise ``sigma_y = 0``, eta_b = 1) reads:
 
 * null space: ``xbar_next = x0 + sqrt(1 - eta^2) sigma_next eps_t + eta sigma_next z``
@@ -26,7 +26,7 @@ import torch
 from ..codebook import codewords
 from ..models import DiffusionModel
 
-ETA = 0.85  # DDRM's default eta (Kawar et al., Sec. 5)
+ETA = 0.85  # the eta of the official DDRM code and its experiments
 Noise = Callable[[int], torch.Tensor]  # sampler step k -> (count, D) float32 Gaussians
 
 

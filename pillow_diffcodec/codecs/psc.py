@@ -100,7 +100,7 @@ def pinned_compute(threads: int) -> Iterator[None]:
 
 
 def next_rows(samples: torch.Tensor, rows: torch.Tensor, r: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """AdaSense (PSC Algorithm 1, lines 3-5): the top ``r`` right singular vectors of the centred posterior
+    """AdaSense (PSC Algorithm 1): the top ``r`` right singular vectors of the centred posterior
     samples (s, D), taken in the null space of the current rows (M, D) and orthonormalised against them.
 
     Returns the new rows (r, D) and, per row, the samples' mean and standard deviation along it: the
@@ -194,7 +194,7 @@ def _pixel_check(pixels: torch.Tensor) -> int:
 
 
 class BudgetedEncoder:
-    """The encoder's measurement source (PSC Algorithm 2, lines 6-7): quantise, code, stop at the budget."""
+    """The encoder's measurement source (PSC Algorithm 2): quantise, code, stop at the budget."""
 
     def __init__(self, params: PSCParams, target: torch.Tensor) -> None:
         self.params, self.target = params, target
