@@ -81,7 +81,8 @@ def plot(table: EvalTable, metric: str, path: Path, title: str = "") -> Path:
         axes.set_xlabel("bits per pixel (whole file)")
         axes.set_ylabel(label)
         images = len({row.image for row in table.rows})
-        axes.set_title(title or f"{label} vs rate, mean of {images} image{'s' * (images != 1)}")
+        count = f"mean of {images} image{'s' * (images != 1)}"
+        axes.set_title(f"{title} ({count})" if title else f"{label} vs rate, {count}")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
         figure.tight_layout()
