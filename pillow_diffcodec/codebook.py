@@ -13,12 +13,15 @@ pins them. Any single codeword can be made without the others.
 Each tile of a tiled sample has its own codebook per step (the whole image is tile 0 when untiled).
 The encoder scans codebooks in chunks of codewords (:func:`codebook_scores`), so its extra memory
 is bounded by ``chunk_elements`` and does not grow with K; the decoder makes only the codewords it
-needs (:func:`codewords`).
+needs (:func:`codewords`). Large scans on a CPU generate with a ``torch.compile``-d kernel (one fused,
+vectorised loop: faster than ``torch.randn`` for the same count) and fall back to the eager kernel,
+which computes the same values, when compilation is not possible (:func:`use_torch_compile`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -30,6 +33,7 @@ COUNTER_SALT = 0x85EBCA6B
 TILE_SALT = 0xC2B2AE35
 TWO_PI_OVER_2_32 = 2.0 * math.pi / 2.0**32
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
+COMPILE_MIN_VALUES = 1 << 22  # scans of at least this many values (per step) use the compiled kernel
 
 
 def mix32_int(x: int) -> int:
@@ -47,6 +51,15 @@ def to_int32(value: int) -> int:
     """The int32 holding the same 32 bits as the unsigned ``value``."""
     value &= MASK32
     return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """:func:`mix32_int` on an int32 tensor, out of place (the form ``torch.compile`` fuses into one loop)."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x21F0AAAD
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * 0x735A2D97
+    return x ^ ((x >> 15) & 0x1FFFF)
 
 
 def mix32_(x: torch.Tensor) -> torch.Tensor:
@@ -74,40 +87,64 @@ def codeword_keys(books: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=8)
 def _hashed_counters(pairs: int, device: torch.device) -> torch.Tensor:
-    """``mix32(c ^ COUNTER_SALT)`` for counters c in [0, 2 * pairs), shared by all codewords.
+    """``mix32(c ^ COUNTER_SALT)`` for counters c in [0, 2 * pairs), shared by all codewords, as (2, pairs):
+    row 0 the even counters (radii), row 1 the odd ones (angles).
 
     Hashing the counter before combining it with the key makes two codewords whose keys differ
     share values only at pseudo-randomly scattered positions, never at shifted ones.
     """
     counters = torch.arange(2 * pairs, dtype=torch.int32, device=device) ^ to_int32(COUNTER_SALT)
-    return mix32_(counters)
+    return mix32_(counters).view(pairs, 2).T.contiguous()
 
 
 def _gaussian_block(keys: torch.Tensor, hashed_counters: torch.Tensor) -> torch.Tensor:
-    """Float32 Gaussians for a block of codeword keys (B,) over all hashed counters (2P,) -> (B, 2P).
+    """Float32 Gaussians for a block of codeword keys (B,) over the hashed counter pairs (2, P) -> (B, 2P).
 
-    A hash h, read as a signed int32 s, becomes ``s + 2**31`` in [0, 2**32) (exact in float64).
+    Box-Muller on pair p: the even element is ``r cos(theta)``, the odd one ``r sin(theta)``. A hash h,
+    read as a signed int32 s, becomes ``s + 2**31`` in [0, 2**32) (exact in float64); u1 =
+    (s + 2**31 + 0.5) / 2**32 lies in (0, 1), so the log never sees 0. Written out of place on
+    contiguous rows so that ``torch.compile`` fuses it into one vectorised loop with the same values.
     """
-    bits = mix32_(keys[:, None] ^ hashed_counters[None, :]).view(keys.shape[0], -1, 2)
-    # u1 = (s + 2**31 + 0.5) / 2**32 lies in (0, 1), so the log never sees 0.
-    radius = bits[..., 0].to(torch.float64).add_(2.0**31 + 0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
-    theta = bits[..., 1].to(torch.float64).add_(2.0**31).mul_(TWO_PI_OVER_2_32)
-    pairs = torch.empty(bits.shape, dtype=torch.float32, device=bits.device)
-    pairs[..., 0] = torch.cos(theta).mul_(radius)  # float64 products, rounded to float32 on assignment
-    pairs[..., 1] = theta.sin_().mul_(radius)
-    return pairs.view(keys.shape[0], -1)
+    radius = torch.sqrt(torch.log((mix32(keys[:, None] ^ hashed_counters[0]).double() + (2.0**31 + 0.5)) * 2.0**-32)
+                        * -2.0)
+    theta = (mix32(keys[:, None] ^ hashed_counters[1]).double() + 2.0**31) * TWO_PI_OVER_2_32
+    pairs = torch.stack([(torch.cos(theta) * radius).float(), (torch.sin(theta) * radius).float()], dim=-1)
+    return pairs.view(keys.shape[0], -1)  # float64 products, rounded to float32 once
 
 
-_block_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _gaussian_block
+_compile_mode: bool | None = None  # None: automatic; True: always; False: never
+_compiled: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
-def use_torch_compile(enabled: bool = True) -> None:
-    """Generate codewords with a ``torch.compile``-d kernel (about 3x faster on CPU; same values).
+def use_torch_compile(enabled: bool | None = True) -> None:
+    """Generate codewords with a ``torch.compile``-d kernel: True always, False never, None (the default)
+    for scans of at least :data:`COMPILE_MIN_VALUES` values on a CPU. The values are the same either way.
 
-    Compilation needs a working C++ compiler (CPU) or Triton (CUDA) and takes seconds on first use.
+    Compilation needs a working C++ compiler (CPU) or Triton (CUDA) and takes seconds on first use
+    (inductor caches the kernel on disk for later processes).
     """
-    global _block_fn
-    _block_fn = torch.compile(_gaussian_block, dynamic=True) if enabled else _gaussian_block
+    global _compile_mode
+    _compile_mode = enabled
+
+
+def _block_fn(keys: torch.Tensor, hashed_counters: torch.Tensor, large: bool = False) -> torch.Tensor:
+    """Codeword values for keys (B,): the compiled kernel when asked for (or automatically for a large scan
+    on a CPU), else the eager one. In automatic mode a failed compilation warns once and stays eager."""
+    global _compiled, _compile_mode
+    wanted = _compile_mode if _compile_mode is not None else large and keys.device.type == "cpu"
+    if not wanted:
+        return _gaussian_block(keys, hashed_counters)
+    if _compiled is None:
+        _compiled = torch.compile(_gaussian_block, dynamic=True)
+    if _compile_mode:
+        return _compiled(keys, hashed_counters)
+    try:
+        return _compiled(keys, hashed_counters)
+    except Exception as exc:  # no C++ compiler or Triton here: the eager kernel gives the same values
+        _compile_mode = False
+        warnings.warn(f"Codebook generation stays uncompiled (slower, same values): {exc}", RuntimeWarning,
+                      stacklevel=2)
+        return _gaussian_block(keys, hashed_counters)
 
 
 def codewords(
@@ -142,13 +179,14 @@ def codebook_scores(
     hashed = _hashed_counters((numel + 1) // 2, device)
     residuals = residuals.to(torch.float32)
     scores = torch.empty(images, tiles, size, dtype=torch.float32, device=device)
+    large = tiles * size * numel >= COMPILE_MIN_VALUES
     if size >= per_block:  # one codebook in several blocks
         for tile in range(tiles):
             book = torch.tensor(to_int32(codebook_key(seed, step, tile)), dtype=torch.int32, device=device)
             for start in range(0, size, per_block):
                 stop = min(size, start + per_block)
                 indices = torch.arange(start, stop, dtype=torch.int32, device=device)
-                block = _block_fn(codeword_keys(book, indices), hashed)[:, :numel]
+                block = _block_fn(codeword_keys(book, indices), hashed, large)[:, :numel]
                 for n in range(images):
                     scores[n, tile, start:stop] = block @ residuals[n, tile]
         return scores
@@ -160,7 +198,7 @@ def codebook_scores(
             [to_int32(codebook_key(seed, step, t)) for t in range(first, last)], dtype=torch.int32, device=device
         )
         keys = codeword_keys(books[:, None], indices[None, :]).reshape(-1)
-        block = _block_fn(keys, hashed)[:, :numel].view(last - first, size, numel)
+        block = _block_fn(keys, hashed, large)[:, :numel].view(last - first, size, numel)
         for n in range(images):
             scores[n, first:last] = torch.bmm(block, residuals[n, first:last, :, None])[..., 0]
     return scores

@@ -5,10 +5,12 @@ saved with StableDiffusionPipeline.save_pretrained and loaded by path, on CPU in
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -123,8 +125,8 @@ def test_odd_image_sizes_are_padded_and_cropped(sd, photo) -> None:
 
 def test_codebook_choices_move_towards_the_target(sd, photo) -> None:
     """With more bits the reconstruction approaches the VAE's own round trip (the encoder-decoder bound)."""
-    target = torch.from_numpy(__import__("numpy").asarray(photo).copy()).permute(2, 0, 1)
-    bound = Image.fromarray(sd.to_pixels(sd.to_model_space(target), *photo.size).permute(1, 2, 0).numpy())
+    target = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)
+    bound = Image.fromarray(sd.autoencoder_bound(target).permute(1, 2, 0).numpy())
     low = pdc.encode_images([photo], model=sd, steps=8, codebook_size=2, tile=0)[0].reconstruction
     high = pdc.encode_images([photo], model=sd, steps=8, codebook_size=64, atoms=4, tile=4)[0].reconstruction
     assert psnr(high, bound) > psnr(low, bound)
@@ -136,7 +138,7 @@ def test_prompt_is_stored_and_reused(sd, sd_dir, photo) -> None:
     info = pdc.info(prompted)
     assert (info["prompt"], info["guidance"]) == ("a photo of a parrot", 3.0)
     assert "Cond" in info["chunks"] and info["fingerprint"] != pdc.info(plain)["fingerprint"]
-    reopened = Image.open(__import__("io").BytesIO(prompted))
+    reopened = Image.open(io.BytesIO(prompted))
     assert reopened.info["prompt"] == "a photo of a parrot"
     expected = pdc.encode_images([photo], model=sd, prompt="a photo of a parrot", guidance=3.0, **FAST)[0]
     assert expected.data == prompted

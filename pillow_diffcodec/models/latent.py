@@ -248,6 +248,11 @@ class LatentDiffusionModel:
         x = vae.decode(z).sample[0, :, :height, :width]
         return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
+    def autoencoder_bound(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``D(E(x))``: the VAE's own round trip of uint8 pixels (3, H, W), the best any latent codec can do
+        with this model (the paper's encoder-decoder bound)."""
+        return self.to_pixels(self.to_model_space(pixels), pixels.shape[2], pixels.shape[1])
+
     @torch.inference_mode()
     def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """Clean latent estimate (float32) at training timestep t, with classifier-free guidance when set.
