@@ -76,6 +76,22 @@ def test_image(side: int):
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
 
 
+def randn_seconds(size: int, numel: int, repeats: int = 2) -> float:
+    """Seconds ``torch.randn`` takes for one K x D codebook's count of values, in our chunk size."""
+    import torch
+
+    from pillow_diffcodec.codebook import DEFAULT_CHUNK_ELEMENTS
+
+    rows = max(1, DEFAULT_CHUNK_ELEMENTS // numel)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(0, size, rows):
+            torch.randn(rows, numel)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def reference_step(size: int, numel: int, repeats: int = 2) -> float:
     """Seconds per step of the reference code's codebook work: torch.randn(K, D), then the K inner products."""
     import torch
@@ -144,6 +160,7 @@ def worker(pipeline: str, size: int, steps: int, side: int, threads: int | None)
         "peak_total_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "bytes": len(data),
         "reference_step_s": reference_step(size, numel),
+        "randn_s": randn_seconds(size, numel),
         "reference_codebook_mb": size * numel * 4 / 2**20,
     }
 
@@ -181,6 +198,8 @@ def main() -> None:
               f"{r['enc_scan'] - r['enc_generation']:>7.2f} {r['enc_coding']:>7.3f} | {r['peak_extra_mb']:>8.1f} | "
               f"{r['reference_step_s'] * 1e3:>9.1f}ms ({r['reference_codebook_mb']:.0f} MB) {ours * 1e3:>7.1f}ms "
               f"{r['reference_step_s'] / ours:>6.1f}x")
+        print(f"{'':>5} generation {r['enc_generation'] / coded * 1e3:.1f}ms per step vs torch.randn of the same "
+              f"count {r['randn_s'] * 1e3:.1f}ms: {r['randn_s'] / (r['enc_generation'] / coded):.2f}x randn's speed")
         print(f"{'':>5} decoder split: UNet {r['dec_unet']:.2f}s, VAE {r['dec_vae']:.2f}s, generation "
               f"{r['dec_generation']:.3f}s (only the {coded} chosen codewords), coding {r['dec_coding']:.3f}s")
     if len(rows) > 1:

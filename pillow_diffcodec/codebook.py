@@ -140,7 +140,7 @@ def _block_fn(keys: torch.Tensor, hashed_counters: torch.Tensor, large: bool = F
         return _compiled(keys, hashed_counters)
     try:
         return _compiled(keys, hashed_counters)
-    except Exception as exc:  # no C++ compiler or Triton here: the eager kernel gives the same values
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager kernel gives the same values
         _compile_mode = False
         warnings.warn(f"Codebook generation stays uncompiled (slower, same values): {exc}", RuntimeWarning,
                       stacklevel=2)

@@ -111,5 +111,19 @@ def test_torch_compile_gives_the_same_values() -> None:
     try:
         compiled = codebook.codewords(11, 5, [3] * 37, list(range(37)), 999)
     finally:
-        codebook.use_torch_compile(False)
+        codebook.use_torch_compile(None)  # back to automatic
     assert torch.equal(eager, compiled)
+
+
+@pytest.mark.slow
+def test_large_scans_use_the_compiled_kernel_with_the_same_scores(monkeypatch) -> None:
+    """Automatic mode: a scan of at least COMPILE_MIN_VALUES values goes through the compiled kernel."""
+    monkeypatch.setattr(codebook, "COMPILE_MIN_VALUES", 64 * 500)
+    residuals = torch.randn(1, 2, 500, generator=torch.Generator().manual_seed(1))
+    small = codebook.codebook_scores(3, 4, 16, residuals)  # 16 000 values: eager
+    compiled = codebook.codebook_scores(3, 4, 32, residuals)  # 32 000 values: compiled
+    assert codebook._compiled is not None
+    assert torch.allclose(compiled[..., :16], small, atol=1e-4)
+    keys = codebook.codeword_keys(torch.tensor(123, dtype=torch.int32), torch.arange(64, dtype=torch.int32))
+    hashed = codebook._hashed_counters(250, torch.device("cpu"))
+    assert torch.equal(codebook._block_fn(keys, hashed, True), codebook._gaussian_block(keys, hashed))

@@ -31,7 +31,6 @@ from pillow_diffcodec.models import latent as latent_module
 
 from .conftest import psnr
 
-
 TEXT_LENGTH = 24
 FAST = dict(steps=4, codebook_size=16, tile=0)
 
