@@ -8,7 +8,9 @@ on two CPU cores while the diffusion itself stays in pixel space.
 
 Reproducible and resumable: batch b is drawn from a generator seeded with (seed, b), and the
 checkpoint holds the weights, their EMA, the optimiser state and the step, so stopping and resuming
-gives the same weights as one long run.
+gives the same weights as one long run. The repository keeps lean states (``--lean-copy``: weights,
+EMA, step and losses, no optimiser: a quarter of the size); resuming from one starts a fresh AdamW
+with its own warm-up.
 
     python -m pillow_diffcodec.models.train_builtin --data ../shared/data/train --minutes 40
 """
@@ -150,15 +152,18 @@ def train(
     ema = UNet2DModel(**unet_config(architecture))
     ema.load_state_dict(model.state_dict())
     optimiser = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
-    step, losses = 0, []
+    step, losses, warmed_from = 0, [], 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         if state.get("architecture", "v1") != architecture:
             raise SystemExit(f"{state_path} trains architecture {state.get('architecture', 'v1')!r}, not {architecture!r}")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
         step, losses = state["step"], state["losses"]
+        if "optimiser" in state:
+            optimiser.load_state_dict(state["optimiser"])
+        else:  # a lean state: AdamW starts afresh and warms up again
+            warmed_from = step
         print(f"resuming at step {step}")
     betas = torch.linspace(SCHEDULER_CONFIG["beta_start"], SCHEDULER_CONFIG["beta_end"], 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
@@ -173,7 +178,7 @@ def train(
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         loss = (model(unshuffle(x_t), t).sample - unshuffle(eps)).square().mean()
         for group in optimiser.param_groups:
-            group["lr"] = LEARNING_RATE * min(1.0, (step + 1) / WARMUP_STEPS)
+            group["lr"] = LEARNING_RATE * min(1.0, (step + 1 - warmed_from) / WARMUP_STEPS)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -192,6 +197,14 @@ def train(
     print(f"stopped at step {step}")
 
 
+def lean_copy(state_path: Path, destination: Path) -> None:
+    """Write ``state_path`` without its optimiser state: what the repository keeps between sessions."""
+    state = torch.load(state_path, weights_only=False)
+    state.pop("optimiser", None)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, destination)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/train"))
@@ -202,7 +215,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUTPUT, help="model folder to write")
     parser.add_argument("--state", type=Path, default=STATE, help="resumable training state")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE)
+    parser.add_argument("--lean-copy", type=Path, metavar="DEST",
+                        help="only write --state without its optimiser to DEST (for the repository), then exit")
     args = parser.parse_args()
+    if args.lean_copy:
+        lean_copy(args.state, args.lean_copy)
+        return
     torch.set_num_threads(args.threads)
     train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state, architecture=args.architecture)
 
