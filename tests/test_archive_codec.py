@@ -52,7 +52,7 @@ def test_bad_configuration_says_what_is_wrong(configuration: dict, message: str)
 
 
 def test_unknown_codec_lists_the_available_ones() -> None:
-    with pytest.raises(UnknownCodecError, match=r"available: \['DDCM'\]"):
+    with pytest.raises(UnknownCodecError, match=r"available: \[.*'DDCM'"):
         DiffCodecImageCodec(codec="JPEG")
 
 
