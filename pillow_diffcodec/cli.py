@@ -287,6 +287,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     fmt, suffix = _output_format(args.format)
     options = _given(args, DECODE_OPTIONS)
+    per_codec = {entry.name: _given(args, entry.decode_options) for entry in CODECS}
     _check_device(args)
     ours = frozenset(ext for entry in CODECS for ext in entry.extensions)
     job = expand(args.inputs, None if args.allow_foreign else ours)
@@ -297,7 +298,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raw = _read(source.url)
         if raw[: len(container.MAGIC)] == container.MAGIC:
             parsed = fileinfo.read_file(raw, max_pixels=options.get("max_pixels", limits.max_pixels_default()))
-            image = decode_file(parsed, progress=progress, **options)
+            image = decode_file(parsed, progress=progress, **options, **per_codec[parsed.codec.name])
         else:
             with _open_image(raw, source.url) as foreign:
                 if not args.allow_foreign:
@@ -398,6 +399,14 @@ def _decode_parser(commands: Any) -> None:
     for option in DECODE_OPTIONS:
         if option.cli:
             _add_option(decode, option)
+    seen = {option.name for option in DECODE_OPTIONS}
+    for entry in CODECS:
+        own = [option for option in entry.decode_options if option.cli and option.name not in seen]
+        if own:
+            group = decode.add_argument_group(f"{entry.name} decode options (applied to {entry.name} files only)")
+            for option in own:
+                _add_option(group, option)
+                seen.add(option.name)
     decode.set_defaults(run=cmd_decode)
 
 

@@ -172,6 +172,10 @@ def test_every_parameter_works_in_image_save_and_the_cli(tmp_path, image, model_
                      "--model", str(model_dir), *flags]) == 0
     assert (tmp_path / "out.psc").read_bytes() == buffer.getvalue()
     assert Image.open(tmp_path / "out.psc").format == "PSC"
+    prefix = pdc.decode(buffer.getvalue(), max_measurements=1)
+    assert cli.main(["decode", str(tmp_path / "out.psc"), "-o", str(tmp_path / "prefix.png"),
+                     "--max-measurements", "1"]) == 0  # the codec's own decode options reach it from the CLI
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "prefix.png")), np.asarray(prefix))
 
 
 @pytest.fixture(scope="module")
