@@ -80,9 +80,9 @@ def randn_seconds(size: int, numel: int, repeats: int = 2) -> float:
     """Seconds ``torch.randn`` takes for one K x D codebook's count of values, in our chunk size."""
     import torch
 
-    from pillow_diffcodec.codebook import DEFAULT_CHUNK_ELEMENTS
+    from pillow_diffcodec.codebook import COMPILED_CHUNK_ELEMENTS
 
-    rows = max(1, DEFAULT_CHUNK_ELEMENTS // numel)
+    rows = max(1, COMPILED_CHUNK_ELEMENTS // numel)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

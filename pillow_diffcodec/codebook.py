@@ -33,6 +33,7 @@ COUNTER_SALT = 0x85EBCA6B
 TILE_SALT = 0xC2B2AE35
 TWO_PI_OVER_2_32 = 2.0 * math.pi / 2.0**32
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
+COMPILED_CHUNK_ELEMENTS = 1 << 21  # the fused kernel keeps no float64 temporaries: larger blocks, fewer calls
 COMPILE_MIN_VALUES = 1 << 22  # scans of at least this many values (per step) use the compiled kernel
 
 
@@ -127,12 +128,16 @@ def use_torch_compile(enabled: bool | None = True) -> None:
     _compile_mode = enabled
 
 
+def _compiled_wanted(large: bool, device: torch.device) -> bool:
+    """Whether the compiled kernel makes this scan's codewords (see :func:`use_torch_compile`)."""
+    return _compile_mode if _compile_mode is not None else large and device.type == "cpu"
+
+
 def _block_fn(keys: torch.Tensor, hashed_counters: torch.Tensor, large: bool = False) -> torch.Tensor:
     """Codeword values for keys (B,): the compiled kernel when asked for (or automatically for a large scan
     on a CPU), else the eager one. In automatic mode a failed compilation warns once and stays eager."""
     global _compiled, _compile_mode
-    wanted = _compile_mode if _compile_mode is not None else large and keys.device.type == "cpu"
-    if not wanted:
+    if not _compiled_wanted(large, keys.device):
         return _gaussian_block(keys, hashed_counters)
     if _compiled is None:
         _compiled = torch.compile(_gaussian_block, dynamic=True)
@@ -164,22 +169,25 @@ def codebook_scores(
     step: int,
     size: int,
     residuals: torch.Tensor,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Inner products ``<C_step,tile(k), r_n,tile>`` for k < size, every image n and tile of ``residuals`` (N, T, D).
 
     Returns float32 scores of shape (N, T, size). Codewords are generated in blocks of about
-    ``chunk_elements`` values (several small codebooks per block, or a large one in parts) and shared
-    by all N images, so a batch pays for them once. Each image's scores are computed on their own,
+    ``chunk_elements`` values (several small codebooks per block, or a large one in parts; default
+    :data:`DEFAULT_CHUNK_ELEMENTS`, or :data:`COMPILED_CHUNK_ELEMENTS` for a scan the compiled kernel
+    makes) and shared by all N images, so a batch pays for them once. Each image's scores are computed on their own,
     so they do not depend on the batch.
     """
     images, tiles, numel = residuals.shape
     device = residuals.device
+    large = tiles * size * numel >= COMPILE_MIN_VALUES
+    if chunk_elements is None:
+        chunk_elements = COMPILED_CHUNK_ELEMENTS if _compiled_wanted(large, device) else DEFAULT_CHUNK_ELEMENTS
     per_block = max(1, chunk_elements // max(numel, 1))
     hashed = _hashed_counters((numel + 1) // 2, device)
     residuals = residuals.to(torch.float32)
     scores = torch.empty(images, tiles, size, dtype=torch.float32, device=device)
-    large = tiles * size * numel >= COMPILE_MIN_VALUES
     if size >= per_block:  # one codebook in several blocks
         for tile in range(tiles):
             book = torch.tensor(to_int32(codebook_key(seed, step, tile)), dtype=torch.int32, device=device)
