@@ -20,8 +20,7 @@ from typing import Any
 
 from pillow_diffcodec.codecs import CODECS, DEFAULT_CODEC
 from pillow_diffcodec.options import ENCODE_OPTIONS, Option
-from storage.cli import _options as storage_options_from_pairs
-from storage.cli import _storage_option as storage_option_pair
+from storage.cli import storage_option_pair, storage_options_from_pairs
 
 from .bulk import DEFAULT_BATCH_SIZE, bulk_compress
 from .errors import IncompleteJobError
@@ -34,8 +33,14 @@ def _add_option(parser: Any, option: Option) -> None:
     if option.type is None:
         parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None, help=option.describe())
     else:
-        parser.add_argument(option.flag, type=option.type, choices=option.choices, nargs=option.nargs,
-                            metavar=option.metavar, help=option.describe())
+        parser.add_argument(
+            option.flag,
+            type=option.type,
+            choices=option.choices,
+            nargs=option.nargs,
+            metavar=option.metavar,
+            help=option.describe(),
+        )
 
 
 def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,10 +61,20 @@ def _interrupted(what: str) -> int:
 def cmd_bulk(args: argparse.Namespace) -> int:
     try:
         report = bulk_compress(
-            args.source, args.dest, codec=args.codec, batch_size=args.batch_size,
-            items_per_shard=args.items_per_shard, num_gpus=args.num_gpus, num_workers=args.workers,
-            ray_address=args.address, resume=not args.restart, storage_options=storage_options_from_pairs(args.storage_option),
-            image_column=args.image_column, key_column=args.key_column, progress=not args.quiet, **_encode_options(args),
+            args.source,
+            args.dest,
+            codec=args.codec,
+            batch_size=args.batch_size,
+            items_per_shard=args.items_per_shard,
+            num_gpus=args.num_gpus,
+            num_workers=args.workers,
+            ray_address=args.address,
+            resume=not args.restart,
+            storage_options=storage_options_from_pairs(args.storage_option),
+            image_column=args.image_column,
+            key_column=args.key_column,
+            progress=not args.quiet,
+            **_encode_options(args),
         )
     except KeyboardInterrupt:
         return _interrupted(f"every finished shard of {args.dest} is stored; rerun the same command to resume")
@@ -69,8 +84,11 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report.as_dict()) if args.json else report.summary())
     if report.failed:
-        print(f"diffcodec bulk: {report.failed} item(s) failed; list them with: diffcodec archive ls {args.dest} "
-              "--status failed", file=sys.stderr)
+        print(
+            f"diffcodec bulk: {report.failed} item(s) failed; list them with: diffcodec archive ls {args.dest} "
+            "--status failed",
+            file=sys.stderr,
+        )
     return 1 if report.failed else 0
 
 
@@ -78,9 +96,16 @@ def cmd_bulk_extract(args: argparse.Namespace) -> int:
     format = None if args.format.upper() in ("DDCM", "RAW") else args.format.upper()
     try:
         report = extract_archive(
-            args.archive, args.dest, format=format, storage_options=storage_options_from_pairs(args.storage_option),
-            dest_options=storage_options_from_pairs(args.dest_option), model=args.model, num_gpus=args.num_gpus,
-            num_workers=args.workers, ray_address=args.address, progress=not args.quiet,
+            args.archive,
+            args.dest,
+            format=format,
+            storage_options=storage_options_from_pairs(args.storage_option),
+            dest_options=storage_options_from_pairs(args.dest_option),
+            model=args.model,
+            num_gpus=args.num_gpus,
+            num_workers=args.workers,
+            ray_address=args.address,
+            progress=not args.quiet,
         )
     except KeyboardInterrupt:
         return _interrupted("files written so far are complete; rerun to write the rest")
@@ -88,8 +113,10 @@ def cmd_bulk_extract(args: argparse.Namespace) -> int:
         print(f"{key}: {error}", file=sys.stderr)
     for key, reason in report.skipped.items():
         print(f"{key}: skipped: {reason}", file=sys.stderr)
-    print(f"extracted {len(report.written)} entries of {args.archive} to {args.dest}; "
-          f"{len(report.skipped)} skipped (failed or pending), {len(report.errors)} errors")
+    print(
+        f"extracted {len(report.written)} entries of {args.archive} to {args.dest}; "
+        f"{len(report.skipped)} skipped (failed or pending), {len(report.errors)} errors"
+    )
     return 1 if report.errors or report.skipped else 0
 
 
@@ -97,25 +124,37 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray")
     group.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local instance)")
     group.add_argument("--workers", type=int, help="number of worker actors (default: one per CPU, or per GPU)")
-    group.add_argument("--num-gpus", type=float,
-                       help="GPUs per worker (default: 1 when the cluster has GPUs; 0 runs on CPUs)")
-    parser.add_argument("-o", "--storage-option", type=storage_option_pair, action="append", metavar="KEY=VALUE",
-                        help="fsspec storage option for the source and archive, repeatable; dots nest "
-                        "(client_kwargs.endpoint_url=http://...)")
+    group.add_argument(
+        "--num-gpus", type=float, help="GPUs per worker (default: 1 when the cluster has GPUs; 0 runs on CPUs)"
+    )
+    parser.add_argument(
+        "-o",
+        "--storage-option",
+        type=storage_option_pair,
+        action="append",
+        metavar="KEY=VALUE",
+        help="fsspec storage option for the source and archive, repeatable; dots nest "
+        "(client_kwargs.endpoint_url=http://...)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def register_bulk(commands: Any) -> None:
     """Add ``bulk`` to the diffcodec CLI's argparse subparsers (entry point ``bulk``)."""
     bulk = commands.add_parser(
-        "bulk", help="compress a folder, tar/zip or parquet dataset of images into a zarr archive on Ray",
+        "bulk",
+        help="compress a folder, tar/zip or parquet dataset of images into a zarr archive on Ray",
         description="Compress every image of SOURCE into the zarr archive DEST with Ray workers; a rerun "
         "with the same arguments resumes.",
     )
     bulk.add_argument("source", help="folder, glob, .tar/.zip archive or parquet (any fsspec URL)")
     bulk.add_argument("dest", help="archive path or fsspec URL, e.g. photos.zarr or s3://bucket/photos.zarr")
-    bulk.add_argument("--codec", default=DEFAULT_CODEC, choices=[entry.name for entry in CODECS],
-                      help=f"codec (default: {DEFAULT_CODEC})")
+    bulk.add_argument(
+        "--codec",
+        default=DEFAULT_CODEC,
+        choices=[entry.name for entry in CODECS],
+        help=f"codec (default: {DEFAULT_CODEC})",
+    )
     rate = bulk.add_mutually_exclusive_group()
     encoding = bulk.add_argument_group("encoding options")
     for option in ENCODE_OPTIONS:
@@ -129,10 +168,17 @@ def register_bulk(commands: Any) -> None:
                 _add_option(group, option)
                 seen.add(option.name)
     job = bulk.add_argument_group("job")
-    job.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                     help=f"same-size images encoded together (default: {DEFAULT_BATCH_SIZE})")
-    job.add_argument("--items-per-shard", type=int,
-                     help="shard size of a new archive (default: about four shards per worker, at most 1024)")
+    job.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"same-size images encoded together (default: {DEFAULT_BATCH_SIZE})",
+    )
+    job.add_argument(
+        "--items-per-shard",
+        type=int,
+        help="shard size of a new archive (default: about four shards per worker, at most 1024)",
+    )
     job.add_argument("--restart", action="store_true", help="replace an existing archive instead of resuming it")
     job.add_argument("--image-column", default="image", help="parquet column of image bytes (default: image)")
     job.add_argument("--key-column", default="key", help="parquet column of keys (default: key)")
@@ -144,14 +190,20 @@ def register_bulk(commands: Any) -> None:
 def register_extract(commands: Any) -> None:
     """Add ``bulk-extract`` to the diffcodec CLI's argparse subparsers (entry point ``bulk-extract``)."""
     extract = commands.add_parser(
-        "bulk-extract", help="decode a zarr archive to image files with Ray workers",
+        "bulk-extract",
+        help="decode a zarr archive to image files with Ray workers",
         description="Decode every ok entry of ARCHIVE to DEST/<key>.<format suffix>, in parallel on Ray.",
     )
     extract.add_argument("archive", help="archive path or fsspec URL")
     extract.add_argument("dest", help="folder or fsspec URL")
     extract.add_argument("--format", default="PNG", help="Pillow format to write, or DDCM for the stored files")
     extract.add_argument("--model", help="decode with this model instead of the one named in each file")
-    extract.add_argument("--dest-option", type=storage_option_pair, action="append", metavar="KEY=VALUE",
-                         help="fsspec storage option for DEST, repeatable")
+    extract.add_argument(
+        "--dest-option",
+        type=storage_option_pair,
+        action="append",
+        metavar="KEY=VALUE",
+        help="fsspec storage option for DEST, repeatable",
+    )
     _cluster_arguments(extract)
     extract.set_defaults(run=cmd_bulk_extract)

@@ -26,7 +26,7 @@ from .archive import Archive, open_archive
 Command = Callable[[argparse.Namespace], int]
 
 
-def _storage_option(text: str) -> tuple[str, Any]:
+def storage_option_pair(text: str) -> tuple[str, Any]:
     """``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true/false, objects), else as text."""
     key, separator, value = text.partition("=")
     if not separator or not key:
@@ -37,7 +37,7 @@ def _storage_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _options(pairs: list[tuple[str, Any]] | None) -> dict[str, Any] | None:
+def storage_options_from_pairs(pairs: list[tuple[str, Any]] | None) -> dict[str, Any] | None:
     """Storage options from ``KEY=VALUE`` pairs."""
     nested: dict[str, Any] = {}
     for key, value in pairs or []:  # client_kwargs.endpoint_url=... -> {"client_kwargs": {"endpoint_url": ...}}
@@ -58,7 +58,7 @@ def _guarded(command: Callable[[argparse.Namespace, Archive], int]) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         try:
-            return command(args, open_archive(args.url, "r", _options(args.storage_option)))
+            return command(args, open_archive(args.url, "r", storage_options_from_pairs(args.storage_option)))
         except (DiffCodecError, OSError, ValueError) as exc:
             _problem(args, exc)
             return 1
@@ -110,7 +110,11 @@ def _extract(args: argparse.Namespace, archive: Archive) -> int:
     options = {"model": args.model} if args.model else {}
     format = None if args.format.upper() in ("DDCM", "RAW") else args.format.upper()
     report = archive.extract(
-        args.destination, format, storage_options=_options(args.dest_option), progress=not args.quiet, **options
+        args.destination,
+        format,
+        storage_options=storage_options_from_pairs(args.dest_option),
+        progress=not args.quiet,
+        **options,
     )
     for key, error in report.errors.items():
         print(f"{key}: {error}", file=sys.stderr)
@@ -131,7 +135,7 @@ def _parser(
     parser.add_argument(
         "-o",
         "--storage-option",
-        type=_storage_option,
+        type=storage_option_pair,
         action="append",
         metavar="KEY=VALUE",
         help="fsspec storage option, repeatable; dots nest (client_kwargs.endpoint_url=http://...)",
@@ -158,7 +162,7 @@ def register(subparsers: Any) -> None:
     extract.add_argument("--model", help="decode with this model instead of the one named in each file")
     extract.add_argument(
         "--dest-option",
-        type=_storage_option,
+        type=storage_option_pair,
         action="append",
         metavar="KEY=VALUE",
         help="fsspec storage option for the destination, repeatable",
