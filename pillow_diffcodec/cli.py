@@ -418,6 +418,7 @@ def _plugin_commands(commands: Any) -> None:
         except Exception as exc:  # a broken plugin must not take the core commands down with it
             failure = f"diffcodec {point.name} is unavailable: {_describe_failure(exc)}"
             broken = commands.add_parser(point.name, help=f"(unavailable: {type(exc).__name__})")
+            broken.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             broken.set_defaults(run=lambda args, failure=failure: print(failure, file=sys.stderr) or 2)
 
 
