@@ -82,7 +82,7 @@ def plot(table: EvalTable, metric: str, path: Path, title: str = "") -> Path:
         axes.set_ylabel(label)
         images = len({row.image for row in table.rows})
         count = f"mean of {images} image{'s' * (images != 1)}"
-        axes.set_title(f"{title} ({count})" if title else f"{label} vs rate, {count}")
+        axes.set_title(f"{title}\n({count})" if title else f"{label} vs rate, {count}", fontsize=11)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
         figure.tight_layout()
