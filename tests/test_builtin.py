@@ -72,3 +72,13 @@ def test_training_resumes_from_a_lean_state(tmp_path) -> None:
     resumed = torch.load(lean, weights_only=False)
     assert resumed["step"] == 3 and len(resumed["losses"]) == 3 and "optimiser" in resumed
     assert any(not torch.equal(resumed["ema"][k], saved["ema"][k]) for k in saved["ema"])
+
+
+def test_the_candidate_successor_is_shipped_and_loads_offline() -> None:
+    """builtin-f2 (2x2 pixel unshuffle, no 4-pixel grid) ships beside the default until it wins the study."""
+    folder = BUILTIN_MODELS["builtin-f2"]
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 11 * 2**20
+    assert (folder / "MODEL_CARD.md").is_file()
+    model = load_model("builtin-f2")
+    assert model.name == "builtin-f2" and model.pixel_unshuffle == 2 and model.size_multiple == 8
+    assert model.fingerprint != load_model().fingerprint

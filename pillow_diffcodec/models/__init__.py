@@ -58,7 +58,9 @@ LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has 
     ),
 )
 DEFAULT_MODEL = "builtin"
-BUILTIN_MODELS = {"builtin": Path(__file__).parent / "builtin"}
+# "builtin" is the default; "builtin-f2" is the candidate for its successor (issue 11: 2x2 instead of 4x4
+# pixel unshuffle, no 4-pixel grid; still training, see its model card).
+BUILTIN_MODELS = {name: Path(__file__).parent / name for name in ("builtin", "builtin-f2")}
 KNOWN_PIXEL_MODELS = {
     "google/ddpm-cifar10-32": "32x32, UNet2DModel blocks (128, 256, 256, 256), 35.7M parameters",
     "google/ddpm-celebahq-256": "256x256 faces, UNet2DModel blocks (128, 128, 256, 256, 512, 512), 113.7M parameters",
