@@ -19,7 +19,7 @@ RAY_OPTIONS = {"include_dashboard": False, "object_store_memory": 200 * 1024**2}
 def local_ray() -> Iterator[str]:
     """A real local Ray instance with 2 CPUs for the whole module; yields its address for subprocesses."""
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    ray = pytest.importorskip("ray")
+    import ray
     ray.init(num_cpus=2, **RAY_OPTIONS)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def s3_options() -> Iterator[dict]:
     """storage_options for a fresh moto S3 server on 127.0.0.1 with a bucket named ``archives``."""
-    server_module = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
+    import moto.server as server_module
+    import s3fs
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -14,10 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("pytorch_msssim")
-pytest.importorskip("bjontegaard")
-pytest.importorskip("matplotlib")
-
 from pillow_diffcodec.cli import main
 from pillow_diffcodec.evaluation import metrics
 from pillow_diffcodec.evaluation.baselines import BASELINES, baseline_by_name, encode_at_bpp

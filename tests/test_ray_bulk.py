@@ -101,8 +101,8 @@ def test_rerun_skips_finished_shards_and_other_settings_are_refused(folder_archi
 
 
 def test_parquet_source_with_a_corrupt_row(local_ray, model_dir, tmp_path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     files = tree_files()
     images = {key: files[key] for key in IMAGE_KEYS}
     table = pa.table({"name": list(images), "png": list(images.values()), "label": list(range(len(images)))})

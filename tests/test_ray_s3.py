@@ -24,8 +24,8 @@ local_ray = ray_helpers.local_ray  # the module's Ray instance (a fixture)
 @pytest.fixture(scope="module")
 def s3_options() -> Iterator[dict]:
     """storage_options for a fresh moto S3 server on 127.0.0.1 with buckets ``photos`` and ``archives``."""
-    server_module = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
+    import moto.server as server_module
+    import s3fs
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

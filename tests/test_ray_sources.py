@@ -58,7 +58,7 @@ def test_kinds_and_refusals(tmp_path) -> None:
     (tmp_path / "empty" / "notes.txt").write_text("no images")
     with pytest.raises(ray_jobs.SourceError, match="holds no images"):
         ray_jobs.list_source(str(tmp_path / "empty"))
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"key": ["a", "a"], "image": [b"x", b"y"]}), tmp_path / "twice.parquet")
