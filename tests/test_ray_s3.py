@@ -3,6 +3,7 @@ and by every Ray worker, as the source (a folder and a tar) and as the destinati
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -29,6 +30,8 @@ def s3_options() -> Iterator[dict]:
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto keeps its buckets per process, not per server: start from an empty S3 (other modules use it too)
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir("photos")
