@@ -25,7 +25,7 @@ import posixpath
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, TextIO
@@ -349,7 +349,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_option(parser: argparse.ArgumentParser | Any, option: Option) -> None:
+def add_option(parser: argparse.ArgumentParser | Any, option: Option) -> None:
+    """One :class:`Option` as an argparse flag (default None, so unset options keep the library's defaults)."""
     if option.type is None:
         parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None, help=option.describe())
         return
@@ -370,22 +371,28 @@ def _encode_parser(commands: Any) -> None:
                                  description="Encode images (files, folders, globs, fsspec URLs) to diffcodec files.")
     encode.add_argument("inputs", nargs="+", help="image files, folders, globs or fsspec URLs")
     _add_common(encode)
-    encode.add_argument("--codec", default=DEFAULT_CODEC, choices=[entry.name for entry in CODECS],
-                        help=f"codec (default: {DEFAULT_CODEC})")
     encode.add_argument("--frame", type=int, help="frame of a multi-frame image to encode (they are refused otherwise)")
-    rate = encode.add_mutually_exclusive_group()
-    general = encode.add_argument_group("encoding options")
+    add_encode_options(encode)
+    encode.set_defaults(run=cmd_encode)
+
+
+def add_encode_options(parser: argparse.ArgumentParser, exclude: Collection[str] = ()) -> None:
+    """``--codec``, ``--bpp | --quality``, the generic encode options and every codec's parameters (once
+    each), as ``diffcodec encode`` and other commands that encode (``diffcodec bulk``) take them."""
+    parser.add_argument("--codec", default=DEFAULT_CODEC, choices=[entry.name for entry in CODECS],
+                        help=f"codec (default: {DEFAULT_CODEC})")
+    rate = parser.add_mutually_exclusive_group()
+    general = parser.add_argument_group("encoding options")
     for option in ENCODE_OPTIONS:
-        if option.cli:
-            _add_option(rate if option.name in ("bpp", "quality") else general, option)
+        if option.cli and option.name not in exclude:
+            add_option(rate if option.name in ("bpp", "quality") else general, option)
     seen = {option.name for option in ENCODE_OPTIONS}
     for entry in CODECS:
-        group = encode.add_argument_group(f"{entry.name} parameters")
+        group = parser.add_argument_group(f"{entry.name} parameters")
         for option in entry.options:
             if option.name not in seen:
-                _add_option(group, option)
+                add_option(group, option)
                 seen.add(option.name)
-    encode.set_defaults(run=cmd_encode)
 
 
 def _decode_parser(commands: Any) -> None:
@@ -398,14 +405,14 @@ def _decode_parser(commands: Any) -> None:
                         help="also convert inputs that are other image formats (refused otherwise)")
     for option in DECODE_OPTIONS:
         if option.cli:
-            _add_option(decode, option)
+            add_option(decode, option)
     seen = {option.name for option in DECODE_OPTIONS}
     for entry in CODECS:
         own = [option for option in entry.decode_options if option.cli and option.name not in seen]
         if own:
             group = decode.add_argument_group(f"{entry.name} decode options (applied to {entry.name} files only)")
             for option in own:
-                _add_option(group, option)
+                add_option(group, option)
                 seen.add(option.name)
     decode.set_defaults(run=cmd_decode)
 

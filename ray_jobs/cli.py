@@ -18,29 +18,16 @@ import json
 import sys
 from typing import Any
 
-from pillow_diffcodec.codecs import CODECS, DEFAULT_CODEC
-from pillow_diffcodec.options import ENCODE_OPTIONS, Option
-from storage.cli import storage_option_pair, storage_options_from_pairs
+from pillow_diffcodec.cli import add_encode_options
+from pillow_diffcodec.codecs import CODECS
+from pillow_diffcodec.options import ENCODE_OPTIONS
+from storage.cli import print_extract_report, storage_option_pair, storage_options_from_pairs
 
 from .bulk import DEFAULT_BATCH_SIZE, bulk_compress
 from .errors import IncompleteJobError
 from .reading import extract_archive
 
 WORKER_CHOSEN = ("device",)  # each worker uses its own CPU or GPU
-
-
-def _add_option(parser: Any, option: Option) -> None:
-    if option.type is None:
-        parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None, help=option.describe())
-    else:
-        parser.add_argument(
-            option.flag,
-            type=option.type,
-            choices=option.choices,
-            nargs=option.nargs,
-            metavar=option.metavar,
-            help=option.describe(),
-        )
 
 
 def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,15 +96,7 @@ def cmd_bulk_extract(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return _interrupted("files written so far are complete; rerun to write the rest")
-    for key, error in report.errors.items():
-        print(f"{key}: {error}", file=sys.stderr)
-    for key, reason in report.skipped.items():
-        print(f"{key}: skipped: {reason}", file=sys.stderr)
-    print(
-        f"extracted {len(report.written)} entries of {args.archive} to {args.dest}; "
-        f"{len(report.skipped)} skipped (failed or pending), {len(report.errors)} errors"
-    )
-    return 1 if report.errors or report.skipped else 0
+    return print_extract_report(report, f"{len(report.written)} entries of {args.archive} to {args.dest}")
 
 
 def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,24 +128,7 @@ def register_bulk(commands: Any) -> None:
     )
     bulk.add_argument("source", help="folder, glob, .tar/.zip archive or parquet (any fsspec URL)")
     bulk.add_argument("dest", help="archive path or fsspec URL, e.g. photos.zarr or s3://bucket/photos.zarr")
-    bulk.add_argument(
-        "--codec",
-        default=DEFAULT_CODEC,
-        choices=[entry.name for entry in CODECS],
-        help=f"codec (default: {DEFAULT_CODEC})",
-    )
-    rate = bulk.add_mutually_exclusive_group()
-    encoding = bulk.add_argument_group("encoding options")
-    for option in ENCODE_OPTIONS:
-        if option.cli and option.name not in WORKER_CHOSEN:
-            _add_option(rate if option.name in ("bpp", "quality") else encoding, option)
-    seen = {option.name for option in ENCODE_OPTIONS}
-    for entry in CODECS:
-        group = bulk.add_argument_group(f"{entry.name} parameters")
-        for option in entry.options:
-            if option.name not in seen:
-                _add_option(group, option)
-                seen.add(option.name)
+    add_encode_options(bulk, exclude=WORKER_CHOSEN)
     job = bulk.add_argument_group("job")
     job.add_argument(
         "--batch-size",

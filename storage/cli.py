@@ -22,6 +22,7 @@ from typing import Any
 from pillow_diffcodec.errors import DiffCodecError
 
 from .archive import Archive, open_archive
+from .extract import ExtractReport
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -116,14 +117,16 @@ def _extract(args: argparse.Namespace, archive: Archive) -> int:
         progress=not args.quiet,
         **options,
     )
+    return print_extract_report(report, f"{len(report.written)} of {len(archive)} entries to {args.destination}")
+
+
+def print_extract_report(report: ExtractReport, what: str) -> int:
+    """One line per entry that was not written, a summary ("extracted WHAT; ..."), and the exit status."""
     for key, error in report.errors.items():
         print(f"{key}: {error}", file=sys.stderr)
     for key, reason in report.skipped.items():
         print(f"{key}: skipped: {reason}", file=sys.stderr)
-    print(
-        f"extracted {len(report.written)} of {len(archive)} entries to {args.destination}; "
-        f"{len(report.skipped)} skipped (failed or pending), {len(report.errors)} errors"
-    )
+    print(f"extracted {what}; {len(report.skipped)} skipped (failed or pending), {len(report.errors)} errors")
     return 1 if report.errors or report.skipped else 0
 
 
