@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,21 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 def options(model_dir) -> dict:
     """Fast encode options with the tiny model loaded by path (as a user would pass it)."""
     return dict(model=str(model_dir), **FAST)
+
+
+def moto_s3(*buckets: str) -> Iterator[dict]:
+    """storage_options for a real S3 API (moto's server on a 127.0.0.1 port) holding empty ``buckets``."""
+    import moto.server
+    import s3fs
+
+    server = moto.server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    # moto keeps its buckets per process, not per server: start from an empty S3 (other modules use it too)
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+    fs = s3fs.S3FileSystem(**options)
+    for bucket in buckets:
+        fs.mkdir(bucket)
+    yield options
+    server.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 import storage
 
+from .conftest import moto_s3
 from .test_archive import crops, encoded  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,21 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def s3_options() -> Iterator[dict]:
     """storage_options for a fresh moto S3 server on 127.0.0.1 with a bucket named ``archives``."""
-    import moto.server as server_module
-    import s3fs
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    # moto keeps its buckets per process, not per server: start from an empty S3 (other modules use it too)
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-    }
-    s3fs.S3FileSystem(**options).mkdir("archives")
-    yield options
-    server.stop()
+    yield from moto_s3("archives")
 
 
 def test_write_reopen_and_read_on_s3(s3_options, encoded) -> None:

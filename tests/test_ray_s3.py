@@ -3,7 +3,6 @@ and by every Ray worker, as the source (a folder and a tar) and as the destinati
 
 from __future__ import annotations
 
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ import ray_jobs
 import storage
 
 from . import ray_helpers
-from .conftest import FAST
+from .conftest import FAST, moto_s3
 from .ray_helpers import GOOD_KEYS, IMAGE_KEYS, tree_files, write_tar
 
 pytestmark = pytest.mark.slow
@@ -25,19 +24,7 @@ local_ray = ray_helpers.local_ray  # the module's Ray instance (a fixture)
 @pytest.fixture(scope="module")
 def s3_options() -> Iterator[dict]:
     """storage_options for a fresh moto S3 server on 127.0.0.1 with buckets ``photos`` and ``archives``."""
-    import moto.server as server_module
-    import s3fs
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    # moto keeps its buckets per process, not per server: start from an empty S3 (other modules use it too)
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
-    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
-    fs = s3fs.S3FileSystem(**options)
-    fs.mkdir("photos")
-    fs.mkdir("archives")
-    yield options
-    server.stop()
+    yield from moto_s3("photos", "archives")
 
 
 def test_s3_folder_and_tar_sources_into_an_s3_archive(local_ray, s3_options, model_dir, tmp_path) -> None:
