@@ -4,7 +4,7 @@ The driver follows the archive's parallel-writer contract (docs/ARCHIVE.md, "Par
 
 1. list the source once, in a deterministic order; open the archive with the job's settings recorded
    (a rerun with other settings is refused); reserve the keys (a rerun gets the same reservation);
-2. hand the shards that are not complete yet to encoder actors through ``ray.util.ActorPool``; each
+2. hand the shards that are not complete yet to encoder actors, one shard per idle actor; each
    actor loads the model once (while the driver lists the source) and writes whole shards;
 3. shards whose worker died, or that could not be written, are handed out again (up to
    ``MAX_ROUNDS`` rounds, on the workers still alive plus new ones where the cluster has room);
@@ -181,7 +181,7 @@ def _items_by_shard(listing: Listing, reservation: storage.Reservation, shards: 
 class EncoderPool:
     """The job's encoder actors, started at once (each loads the model) and killed when the job ends.
 
-    :meth:`run` hands shards to them through ``ray.util.ActorPool``. A shard whose worker died or that
+    :meth:`run` hands each idle actor the next shard. A shard whose worker died or that
     could not be written is handed out again in the next round (at most ``MAX_ROUNDS``), on the
     workers still alive plus new ones where the cluster has room now (a removed node's are gone).
     """
@@ -211,8 +211,6 @@ class EncoderPool:
     ) -> tuple[dict[int, ShardResult], dict[int, str]]:
         """Encode the shards; returns their results and, for shards left unwritten, the last error."""
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
-        from ray.util import ActorPool
 
         shared = ray.put(job)
         results: dict[int, ShardResult] = {}
@@ -225,29 +223,49 @@ class EncoderPool:
                 self._add(min(self.count - len(self.alive), self.plan.room()))
             if not self.alive:
                 break
-            pool = ActorPool(self.alive)
-            for shard in missing:
-                pool.submit(lambda actor, shard: actor.encode_shard.remote(shared, shard, by_shard[shard]), shard)
-            while pool.has_next():
-                try:
-                    result = pool.get_next_unordered()
-                except RayTaskError as exc:
-                    if isinstance(exc.cause, JOB_ERRORS):
-                        raise exc.cause from None
-                    raise
-                except RayActorError as exc:  # ActorPool drops the dead actor; its shard is retried next round
-                    for shard in missing:
-                        errors.setdefault(shard, f"its worker died ({str(exc).splitlines()[0]})")
-                    continue
-                if result.error:
-                    errors[result.shard] = result.error
-                    continue
-                results[result.shard] = result
-                bar.update(result.items)
-            self.alive = []
-            while pool.has_free():
-                self.alive.append(pool.pop_idle())
+            self._round(shared, missing, by_shard, bar, results, errors)
         return results, {shard: errors.get(shard, "not written") for shard in by_shard if shard not in results}
+
+    def _round(
+        self, shared: Any, missing: list[int], by_shard: dict[int, list[SourceItem]], bar: tqdm,
+        results: dict[int, ShardResult], errors: dict[int, str],
+    ) -> None:
+        """Hand ``missing`` to the live workers, one shard at a time each, until every shard was tried once.
+
+        A worker that fails with any ``RayActorError`` is killed and dropped, and its shard waits for the
+        next round. (``ray.util.ActorPool`` keeps an actor that is only "temporarily unavailable", as
+        those on a removed node are at first, and would hand it the remaining shards to fail at once.)
+        """
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        queue, idle = list(missing), list(self.alive)
+        running: dict[Any, tuple[Any, int]] = {}
+        while queue or running:
+            while queue and idle:
+                actor, shard = idle.pop(), queue.pop(0)
+                running[actor.encode_shard.remote(shared, shard, by_shard[shard])] = (actor, shard)
+            if not running:
+                break  # every worker died; the queued shards wait for the next round
+            [done], _ = ray.wait(list(running), num_returns=1)
+            actor, shard = running.pop(done)
+            try:
+                result = ray.get(done)
+            except RayTaskError as exc:
+                if isinstance(exc.cause, JOB_ERRORS):
+                    raise exc.cause from None
+                raise
+            except RayActorError as exc:
+                errors[shard] = f"its worker died ({str(exc).splitlines()[0]})"
+                ray.kill(actor)
+                continue
+            idle.append(actor)
+            if result.error:
+                errors[result.shard] = result.error
+                continue
+            results[result.shard] = result
+            bar.update(result.items)
+        self.alive = idle
 
     def __enter__(self) -> Self:
         return self
