@@ -82,3 +82,24 @@ def test_the_candidate_successor_is_shipped_and_loads_offline() -> None:
     model = load_model("builtin-f2")
     assert model.name == "builtin-f2" and model.pixel_unshuffle == 2 and model.size_multiple == 8
     assert model.fingerprint != load_model().fingerprint
+
+
+def test_a_v_prediction_run_starts_from_an_epsilon_runs_weights(tmp_path) -> None:
+    """``--init`` + ``--prediction v_prediction``: the fine-tuned model loads as a v-prediction model, and
+    a state of the other prediction type is refused instead of silently resumed."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.effect_noise((96, 80), 40).convert("RGB").save(data / "p.png")
+    torch.set_num_threads(2)
+    epsilon, v = tmp_path / "eps.pt", tmp_path / "v.pt"
+    train_builtin.train(data, 10.0, 0, 2, tmp_path / "eps", epsilon, checkpoint_every=100)
+    train_builtin.train(data, 10.0, 0, 0, tmp_path / "v", v, checkpoint_every=100, prediction="v_prediction",
+                        init=epsilon)
+    start, fine_tuned = torch.load(epsilon, weights_only=False), torch.load(v, weights_only=False)
+    assert fine_tuned["step"] == 0 and fine_tuned["prediction"] == "v_prediction"
+    assert all(torch.equal(start["ema"][k], fine_tuned["ema"][k]) for k in start["ema"])
+    model = pdc.load_model(str(tmp_path / "v"))
+    assert model.schedule.prediction_type == "v_prediction"
+    assert model.fingerprint != pdc.load_model(str(tmp_path / "eps")).fingerprint
+    with pytest.raises(SystemExit, match="prediction"):
+        train_builtin.train(data, 10.0, 0, 3, tmp_path / "v", v, prediction="epsilon")

@@ -1,7 +1,13 @@
 """Train the built-in pixel diffusion model on random crops of a folder of photos (CPU, resumable).
 
 DDPM training (Ho et al. 2020, Algorithm 1): sample x0 (a random crop), t ~ U{0..N-1} and
-eps ~ N(0, I), regress ``eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)`` onto eps (MSE).
+eps ~ N(0, I), regress the network's output at ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` onto eps
+(MSE), or with ``--prediction v_prediction`` onto ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0``
+(Salimans & Ho 2022, Sec. 4), which weights the clean-image error by (SNR + 1) and so keeps the x0
+estimate usable at high noise, where an epsilon model's ``(x_t - sqrt(1 - abar) eps) / sqrt(abar)``
+amplifies every error (DDCM's codeword choice compares against that estimate at every step).
+``--init STATE`` starts a new run from another run's EMA weights (e.g. an epsilon model fine-tuned
+to v-prediction).
 The network is a diffusers UNet2DModel that sees 4x4 pixel-unshuffled images (48 channels at a
 quarter of the resolution), which makes a model call on a 768x512 image take a fraction of a second
 on two CPU cores while the diffusion itself stays in pixel space.
@@ -35,7 +41,8 @@ STATE = HERE / "training_state" / "state.pt"
 ARCHITECTURES = {"v1": (4, (48, 96, 96)), "f2": (2, (32, 64, 128))}
 DEFAULT_ARCHITECTURE = "v1"
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
-                        prediction_type="epsilon", clip_sample=True)
+                        clip_sample=True)
+PREDICTIONS = ("epsilon", "v_prediction")
 CROP = 64
 BATCH = 32
 LEARNING_RATE = 2e-4
@@ -100,13 +107,14 @@ def plot_loss(losses: list[float], path: Path) -> None:
 
 
 def export(
-    ema: torch.nn.Module, losses: list[float], step: int, seed: int, output: Path = OUTPUT, architecture: str = "v1"
+    ema: torch.nn.Module, losses: list[float], step: int, seed: int, output: Path = OUTPUT, architecture: str = "v1",
+    prediction: str = "epsilon",
 ) -> None:
     """Write the shipped model folder (diffusers layout + diffcodec.json + model card + loss curve)."""
     from diffusers import DDPMScheduler
 
     ema.save_pretrained(output / "unet", safe_serialization=True)
-    DDPMScheduler(**SCHEDULER_CONFIG).save_pretrained(output / "scheduler")
+    DDPMScheduler(**SCHEDULER_CONFIG, prediction_type=prediction).save_pretrained(output / "scheduler")
     (output / "model_index.json").write_text(json.dumps(
         {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]},
         indent=2) + "\n")
@@ -117,7 +125,7 @@ def export(
     recent = float(np.mean(losses[-500:])) if losses else float("nan")
     (output / "MODEL_CARD.md").write_text(f"""# builtin: the pillow-diffcodec default model
 
-A small pixel-space DDPM (epsilon prediction, linear betas 1e-4..0.02, 1000 timesteps) whose
+A small pixel-space DDPM ({prediction}, linear betas 1e-4..0.02, 1000 timesteps) whose
 diffusers UNet2DModel sees {factor}x{factor} pixel-unshuffled images: {3 * factor * factor} channels, block widths
 {blocks} (architecture "{architecture}"), one ResNet layer per block, no attention; fully convolutional,
 so it runs at any image size (sides padded to a multiple of {multiple}). {sum(p.numel() for p in ema.parameters())}
@@ -134,15 +142,16 @@ parameters, stored as float32 safetensors.
 
 
 def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiser: torch.optim.Optimizer,
-                step: int, losses: list[float], architecture: str) -> None:
+                step: int, losses: list[float], architecture: str, prediction: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                "step": step, "losses": losses, "architecture": architecture}, path)
+                "step": step, "losses": losses, "architecture": architecture, "prediction": prediction}, path)
 
 
 def train(
     data: Path, minutes: float, seed: int, max_steps: int | None, output: Path = OUTPUT, state_path: Path = STATE,
-    checkpoint_every: int = 200, architecture: str = DEFAULT_ARCHITECTURE,
+    checkpoint_every: int = 200, architecture: str = DEFAULT_ARCHITECTURE, prediction: str = "epsilon",
+    init: Path | None = None,
 ) -> None:
     from diffusers import UNet2DModel
 
@@ -157,6 +166,8 @@ def train(
         state = torch.load(state_path, weights_only=False)
         if state.get("architecture", "v1") != architecture:
             raise SystemExit(f"{state_path} trains architecture {state.get('architecture', 'v1')!r}, not {architecture!r}")
+        if state.get("prediction", "epsilon") != prediction:
+            raise SystemExit(f"{state_path} trains {state.get('prediction', 'epsilon')!r} prediction, not {prediction!r}")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         step, losses = state["step"], state["losses"]
@@ -165,6 +176,13 @@ def train(
         else:  # a lean state: AdamW starts afresh and warms up again
             warmed_from = step
         print(f"resuming at step {step}")
+    elif init is not None:
+        start = torch.load(init, weights_only=False)
+        if start.get("architecture", "v1") != architecture:
+            raise SystemExit(f"{init} holds architecture {start.get('architecture', 'v1')!r}, not {architecture!r}")
+        model.load_state_dict(start["ema"])
+        ema.load_state_dict(start["ema"])
+        print(f"starting from the EMA weights of {init} (step {start['step']})")
     betas = torch.linspace(SCHEDULER_CONFIG["beta_start"], SCHEDULER_CONFIG["beta_end"], 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
     unshuffle, end = torch.nn.PixelUnshuffle(ARCHITECTURES[architecture][0]), time.monotonic() + 60 * minutes
@@ -176,7 +194,8 @@ def train(
         eps = torch.randn(x0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = (model(unshuffle(x_t), t).sample - unshuffle(eps)).square().mean()
+        target = eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
+        loss = (model(unshuffle(x_t), t).sample - unshuffle(target)).square().mean()
         for group in optimiser.param_groups:
             group["lr"] = LEARNING_RATE * min(1.0, (step + 1 - warmed_from) / WARMUP_STEPS)
         optimiser.zero_grad(set_to_none=True)
@@ -190,10 +209,10 @@ def train(
         step += 1
         if step % checkpoint_every == 0:
             print(f"step {step} loss {np.mean(losses[-checkpoint_every:]):.4f}", flush=True)
-            _save_state(state_path, model, ema, optimiser, step, losses, architecture)
-            export(ema, losses, step, seed, output, architecture)
-    _save_state(state_path, model, ema, optimiser, step, losses, architecture)
-    export(ema, losses, step, seed, output, architecture)
+            _save_state(state_path, model, ema, optimiser, step, losses, architecture, prediction)
+            export(ema, losses, step, seed, output, architecture, prediction)
+    _save_state(state_path, model, ema, optimiser, step, losses, architecture, prediction)
+    export(ema, losses, step, seed, output, architecture, prediction)
     print(f"stopped at step {step}")
 
 
@@ -215,6 +234,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUTPUT, help="model folder to write")
     parser.add_argument("--state", type=Path, default=STATE, help="resumable training state")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE)
+    parser.add_argument("--prediction", choices=PREDICTIONS, default="epsilon", help="what the network predicts")
+    parser.add_argument("--init", type=Path, metavar="STATE", help="start a new run from the EMA weights of STATE")
     parser.add_argument("--lean-copy", type=Path, metavar="DEST",
                         help="only write --state without its optimiser to DEST (for the repository), then exit")
     args = parser.parse_args()
@@ -222,7 +243,8 @@ def main() -> None:
         lean_copy(args.state, args.lean_copy)
         return
     torch.set_num_threads(args.threads)
-    train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state, architecture=args.architecture)
+    train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state, architecture=args.architecture,
+          prediction=args.prediction, init=args.init)
 
 
 if __name__ == "__main__":
