@@ -14,9 +14,9 @@ on two CPU cores while the diffusion itself stays in pixel space.
 
 Reproducible and resumable: batch b is drawn from a generator seeded with (seed, b), and the
 checkpoint holds the weights, their EMA, the optimiser state and the step, so stopping and resuming
-gives the same weights as one long run. The repository keeps lean states (``--lean-copy``: weights,
-EMA, step and losses, no optimiser: a quarter of the size); resuming from one starts a fresh AdamW
-with its own warm-up.
+gives the same weights as one long run. The repository keeps lean states (``--lean-copy``: the EMA
+weights, step and losses; no optimiser and no raw weights: a quarter of the size); resuming from one
+starts from the EMA weights with a fresh AdamW and its own warm-up.
 
     python -m pillow_diffcodec.models.train_builtin --data ../shared/data/train --minutes 40
 """
@@ -168,7 +168,7 @@ def train(
             raise SystemExit(f"{state_path} trains architecture {state.get('architecture', 'v1')!r}, not {architecture!r}")
         if state.get("prediction", "epsilon") != prediction:
             raise SystemExit(f"{state_path} trains {state.get('prediction', 'epsilon')!r} prediction, not {prediction!r}")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("model", state["ema"]))  # a lean state keeps only the EMA
         ema.load_state_dict(state["ema"])
         step, losses = state["step"], state["losses"]
         if "optimiser" in state:
@@ -217,9 +217,10 @@ def train(
 
 
 def lean_copy(state_path: Path, destination: Path) -> None:
-    """Write ``state_path`` without its optimiser state: what the repository keeps between sessions."""
+    """Write ``state_path`` without its optimiser state and raw weights: what the repository keeps between sessions."""
     state = torch.load(state_path, weights_only=False)
     state.pop("optimiser", None)
+    state.pop("model", None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, destination)
 
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--prediction", choices=PREDICTIONS, default="epsilon", help="what the network predicts")
     parser.add_argument("--init", type=Path, metavar="STATE", help="start a new run from the EMA weights of STATE")
     parser.add_argument("--lean-copy", type=Path, metavar="DEST",
-                        help="only write --state without its optimiser to DEST (for the repository), then exit")
+                        help="only write --state without its optimiser and raw weights to DEST (for the repository), then exit")
     args = parser.parse_args()
     if args.lean_copy:
         lean_copy(args.state, args.lean_copy)
