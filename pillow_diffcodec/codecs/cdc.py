@@ -16,7 +16,7 @@ instead of returning a wrong image.
 Rate control: a CDC model has a few *rate points* (networks trained with different lambdas, each
 with its typical bpp). ``bpp=``/``quality=`` pick the one whose typical rate plus the header is the
 highest at or under the target (the lowest, with a warning, when none is). The actual rate varies with
-the image; :func:`payload_bytes` is an upper bound.
+the image, so :func:`payload_bytes` is the typical size, not a bound.
 """
 
 from __future__ import annotations
@@ -96,24 +96,26 @@ def choose_params(
     target = bpp if bpp is not None else quality_to_bpp(quality)
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 64:
         raise InvalidParameterError(f"Expected bpp in (0, 64], got {target!r}")
-    header_bpp = 8 * (file_size(CDCParams(0)) - payload_bytes_for(cdc, pixels, 1)) / pixels
-    fitting = [i for i, p in enumerate(cdc.rate_points) if p.typical_bpp + header_bpp <= target]
+    typical = [8 * file_size(CDCParams(i)) / pixels for i in range(len(cdc.rate_points))]
+    fitting = [i for i, rate in enumerate(typical) if rate <= target]
     if not fitting:
         warnings.warn(
-            f"bpp={target:.5g} is below the lowest rate point of {cdc.name!r} (typically "
-            f"{cdc.rate_points[0].typical_bpp + header_bpp:.4f} bpp with the header); using it", RateFallbackWarning,
-            stacklevel=2)
+            f"bpp={target:.5g} is below the lowest rate point of {cdc.name!r} (typically {typical[0]:.4f} bpp "
+            "with the header); using it", RateFallbackWarning, stacklevel=2)
         return CDCParams(0)
     return CDCParams(fitting[-1])
 
 
-def payload_bytes_for(model: CDCModel, width: int, height: int) -> int:
-    return payload_bound(*symbol_counts(model.arch.latent, model.arch.hyper, width, height))
-
-
 def payload_bytes(params: CDCParams, model: Any, width: int, height: int) -> int:
-    """Upper bound of the payload (every symbol at the range coder's worst cost); the actual one depends on the image."""
-    return payload_bytes_for(_model(model), width, height)
+    """The *typical* payload of the rate point for this image size (its typical bpp; at most the worst case).
+
+    CDC's rate depends on the image, so no exact size exists before encoding; rate control compares
+    these typical sizes (header included) with the target, and :func:`payload_bound` bounds any payload.
+    """
+    cdc = _model(model)
+    bound = payload_bound(*symbol_counts(cdc.arch.latent, cdc.arch.hyper, width, height))
+    point = cdc.rate_points[min(params.rate_point, len(cdc.rate_points) - 1)]
+    return min(bound, int(np.ceil(point.typical_bpp * width * height / 8)))
 
 
 def _to_input(image: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -45,6 +45,8 @@ WARMUP_STEPS = 100
 EMA_DECAY = 0.999
 TYPICAL_CROP = 256
 TYPICAL_IMAGES = 8
+# Named architectures: "small" is the shipped one; "tiny" is for tests and smoke runs.
+ARCHITECTURES = {"small": CDCArchitecture(), "tiny": CDCArchitecture(width=16, latent=8, hyper=8, unet=(8, 16, 16))}
 
 
 def batch(photos: list[torch.Tensor], seed: int, step: int, size: int = BATCH, crop: int = CROP) -> torch.Tensor:
@@ -93,7 +95,7 @@ def train(args: argparse.Namespace, report: Any = None) -> None:
     """The training loop (one process; under Ray each worker runs it on its share of the batch)."""
     torch.manual_seed(args.seed)
     photos = load_photos(args.data)
-    arch = CDCArchitecture()
+    arch = ARCHITECTURES[args.architecture]
     model, ema = CDCNetwork(arch), CDCNetwork(arch)
     ema.load_state_dict(model.state_dict())
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
@@ -135,7 +137,7 @@ def train(args: argparse.Namespace, report: Any = None) -> None:
         with torch.no_grad():
             for e, p in zip(ema.parameters(), model.parameters()):
                 e.lerp_(p.to(e.device), 1 - decay)
-        losses.append((float(mse), float(bpp)))
+        losses.append((float(mse.detach()), float(bpp.detach())))
         step += 1
         if step % args.checkpoint_every == 0:
             recent = np.mean(losses[-args.checkpoint_every:], axis=0)
@@ -207,6 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--output", type=Path, default=OUTPUT, help="model folder to add the rate point to")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="where cdc-<name>.pt is kept")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="small")
     parser.add_argument("--init-from", type=Path, help="start from another rate point's state (fine-tuning)")
     parser.add_argument("--lean-copy", type=Path, metavar="DEST", help="only write the state without its optimiser")
     parser.add_argument("--ray", type=int, default=0, metavar="WORKERS", help="train in Ray Train workers")
