@@ -28,13 +28,13 @@ from .errors import (
     UnsupportedImageError,
 )
 from .fileinfo import ParsedFile, info, read_file
-from .models import DiffusionModel, condition, load_model
+from .models import DiffusionModel, check_kind, condition, load_model
 from .options import check_known
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
            "info"]
 
-ModelRef = str | Path | DiffusionModel
+ModelRef = str | Path | DiffusionModel  # or a loaded CDC model (pillow_diffcodec.models.CDCModel)
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,9 @@ def encode_images(
     check_known(params, entry.options, entry.name)
     _check_seed(seed)
     text = conditioning.from_options(prompt, guidance)
-    loaded = condition(load_model(model, device=device, dtype=dtype), text)
+    loaded = load_model(model if model is not None else entry.default_model, device=device, dtype=dtype)
+    check_kind(loaded, entry.model_kind, entry.name)
+    loaded = condition(loaded, text)
     model_chunks = (text.chunk(),) if text is not None else ()
     first = images[0]
     if any(im.size != first.size or im.mode != first.mode for im in images):
@@ -213,8 +215,9 @@ def decode_file(
     """Decode an already parsed file (see :func:`decode`)."""
     header = parsed.header
     check_known(codec_options, parsed.codec.decode_options, f"{parsed.codec.name} decode")
-    limits.check_decode(parsed.decode_model_calls(), header.width, header.height, max_work, max_pixels)
+    limits.check_decode(parsed.decode_model_calls(**codec_options), header.width, header.height, max_work, max_pixels)
     loaded = load_model(model if model is not None else header.model_name, device=device, dtype=dtype)
+    check_kind(loaded, parsed.codec.model_kind, parsed.codec.name)
     loaded = condition(loaded, parsed.conditioning)
     if loaded.fingerprint != header.fingerprint:
         raise ModelMismatchError(
@@ -273,7 +276,8 @@ def generate(
         raise UnsupportedImageError(f"generate() makes 'RGB' or 'L' images, got mode {mode!r}")
     entry = codec_by_name(codec)
     _check_seed(seed)
-    loaded = load_model(model, device=device, dtype=dtype)
+    loaded = load_model(model if model is not None else entry.default_model, device=device, dtype=dtype)
+    check_kind(loaded, entry.model_kind, entry.name)
     codec_params = entry.params.from_dict(params)
     payload, pixels = entry.load().generate(loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed))
     header = _header(entry, codec_params, loaded, mode, (width, height), seed)

@@ -54,10 +54,11 @@ class ParsedFile:
         cond = self.conditioning
         return {} if cond is None else {"prompt": cond.prompt, "guidance": cond.guidance}
 
-    def decode_model_calls(self) -> int:
-        """Denoiser evaluations a decode makes: the codec's model calls, twice with classifier-free guidance."""
+    def decode_model_calls(self, **decode_options: Any) -> int:
+        """Denoiser evaluations a decode with these codec decode options makes: the codec's model calls, twice
+        with classifier-free guidance."""
         cond = self.conditioning
-        return self.params.decode_model_calls() * (1 if cond is None else cond.unet_calls_per_step)
+        return self.params.decode_model_calls(**decode_options) * (1 if cond is None else cond.unet_calls_per_step)
 
 
 def read_file(data: bytes | memoryview, *, max_pixels: int | None = None) -> ParsedFile:

@@ -60,11 +60,18 @@ def mutate(data: bytes, mutations: list[tuple[str, int, int]], fix_crc: bool) ->
     return bytes(out)
 
 
-def decode_both_ways(data: bytes) -> None:
+def _pillow_load(data: bytes) -> Image.Image:
+    """Open and load with Pillow; returns the image (``load()`` itself returns a pixel accessor)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def decode_both_ways(data: bytes, model: object = MODEL) -> None:
     """``info``, ``decode`` and Pillow's ``Image.open(...).load()`` either succeed or raise a documented error."""
     for decode in (
-        lambda: pdc.decode(data, model=MODEL, max_pixels=64 * 64),
-        lambda: Image.open(io.BytesIO(data)).load(),
+        lambda: pdc.decode(data, model=model, max_pixels=64 * 64),
+        lambda: _pillow_load(data),
     ):
         try:
             pdc.info(data)

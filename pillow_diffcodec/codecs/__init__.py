@@ -1,9 +1,10 @@
 """Codec registry: the single source of truth for codec names, numeric file ids and Pillow formats.
 
 Ids are explicit numbers written into every file and never derived from registration order.
-2 is PSC. Reserved for the codecs that follow: 3 CDC, 4 CorrDiff, 5 foundation latent diffusion.
+2 is PSC, 3 CDC. Reserved for the codecs that follow: 4 CorrDiff, 5 foundation latent diffusion.
 Each entry names its torch-free parameter class (enough to read a header) and the runner module
-(:class:`~.base.Codec`), imported only when something is encoded or decoded.
+(:class:`~.base.Codec`), imported only when something is encoded or decoded, and the kind of model it
+runs on (``model_kind``, see :func:`pillow_diffcodec.models.kind_of`) with the model used when none is given.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import cast
 from ..errors import UnknownCodecError, UnsupportedVersionError
 from ..options import Option, params_options
 from .base import Codec, CodecParams
+from .cdc_format import CDC_DECODE_OPTIONS, CDCParams
 from .ddcm_format import DDCMParams
 from .psc_format import PSC_DECODE_OPTIONS, PSCParams
 
@@ -33,6 +35,8 @@ class CodecEntry:
     mime: str
     description: str
     decode_options: tuple[Option, ...] = ()  # the codec's own decode-time options (api.decode keywords)
+    model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel) or "cdc" (a CDC model)
+    default_model: str = "builtin"
 
     def load(self) -> Codec:
         """Import the runner module (brings in torch)."""
@@ -63,6 +67,18 @@ CODECS: tuple[CodecEntry, ...] = (
         mime="image/x-psc",
         description="Zero-shot compression by diffusion posterior sampling",
         decode_options=PSC_DECODE_OPTIONS,
+    ),
+    CodecEntry(
+        name="CDC",
+        codec_id=3,
+        params=CDCParams,
+        module="pillow_diffcodec.codecs.cdc",
+        extensions=(".cdc",),
+        mime="image/x-cdc",
+        description="Learned transform and hyperprior with a conditional diffusion decoder",
+        decode_options=CDC_DECODE_OPTIONS,
+        model_kind="cdc",
+        default_model="builtin-cdc",
     ),
 )
 CODECS_BY_NAME = {entry.name: entry for entry in CODECS}

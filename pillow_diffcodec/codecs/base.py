@@ -36,7 +36,9 @@ class CodecParams(Protocol):
     @classmethod
     def from_bytes(cls: type[P], data: bytes) -> P: ...  # raises CorruptFileError
 
-    def decode_model_calls(self) -> int: ...
+    def decode_model_calls(self, **decode_options: Any) -> int:
+        """Model calls a decode makes at most, given the codec's decode options (unknown ones are ignored)."""
+        ...
 
 
 class Codec(Protocol):

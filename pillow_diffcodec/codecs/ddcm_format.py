@@ -128,7 +128,7 @@ class DDCMParams:
         except InvalidParameterError as exc:
             raise CorruptFileError(f"Invalid DDCM parameters in file: {exc}") from None
 
-    def decode_model_calls(self) -> int:
+    def decode_model_calls(self, **_decode_options: Any) -> int:
         """Model calls a decoder makes (one per step): the work figure that decode limits apply to."""
         return self.steps
 

@@ -140,7 +140,7 @@ class PSCParams:
         except InvalidParameterError as exc:
             raise CorruptFileError(f"Invalid PSC parameters in file: {exc}") from None
 
-    def decode_model_calls(self) -> int:
+    def decode_model_calls(self, **_decode_options: Any) -> int:
         """Model calls a decoder makes at most: N rounds x s samples x DDRM steps, plus the final
         reconstruction counted as the costlier sampler (s x final steps for 'mean'), since the sampler
         can be chosen at decode time."""

@@ -111,7 +111,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("dataset", help="image folder, glob, file or fsspec URL")
     parser.add_argument("--codec", default="DDCM", help="diffusion codec (default: DDCM)")
-    parser.add_argument("--model", default=None, help="model reference (default: the built-in model)")
+    parser.add_argument("--model", default=None, help="model reference (default: the codec's built-in model)")
     rate = parser.add_mutually_exclusive_group(required=True)
     rate.add_argument("--bpp", type=_numbers, help="comma-separated target rates, e.g. 0.05,0.1,0.2")
     rate.add_argument("--quality", type=_numbers, help="comma-separated quality presets, e.g. 20,40,60")

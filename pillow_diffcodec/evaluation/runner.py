@@ -142,7 +142,7 @@ def evaluate(
     """Evaluate ``codec`` on the images of ``dataset`` at the given points against ``baselines``.
 
     ``dataset``: folder, glob, file or fsspec URL. ``model``: a model reference or object (default:
-    the built-in model). ``params``: the codec's own parameters (e.g. ``steps``), fixed at every point.
+    the codec's default model, e.g. 'builtin' for DDCM, 'builtin-cdc' for CDC). ``params``: the codec's own parameters (e.g. ``steps``), fixed at every point.
     ``baselines``: names from :data:`.baselines.BASELINES`; ones not installed are skipped with a note.
     ``crop``: centre square crop in pixels. ``limit``: the first N images. ``out``: a local folder for
     the journal (resumable runs); reports are written by :func:`.report.write_report`. Problems with one
@@ -186,7 +186,7 @@ def evaluate(
         }
         _check_config(folder, config)
         done = read_journal(folder)
-    loaded = load_model(model, device=device)  # before the loop: a missing model is one error, not one per image
+    loaded = load_model(model if model is not None else entry.default_model, device=device)  # before the loop: a missing model is one error, not one per image
 
     def finish(row: Row) -> None:
         table.rows.append(row)

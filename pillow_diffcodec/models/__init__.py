@@ -4,10 +4,15 @@ A reference resolves, in order, to:
 
 1. a model object passed in directly (anything implementing :class:`.base.DiffusionModel`);
 2. a built-in model shipped in this package (``"builtin"``, the default);
-3. a local directory in one of the known layouts (:data:`LAYOUTS`; see :mod:`.pixel` and :mod:`.latent`);
+3. a local directory in one of the known layouts (:data:`LAYOUTS`; see :mod:`.pixel`, :mod:`.latent` and
+   :mod:`.cdc`);
 4. a Hugging Face repo id (``"google/ddpm-cifar10-32"``) already in the local Hugging Face cache, or a
    short name for one (``"sd21-base"``, :data:`MODEL_ALIASES`). Nothing is ever downloaded: lookups use
    ``local_files_only``.
+
+Two kinds of model exist (:func:`kind_of`): diffusion models (:class:`.base.DiffusionModel`, for DDCM and
+PSC) and CDC models (:class:`.cdc.CDCModel`: a learned transform, hyperprior and conditional decoder);
+each codec names the kind it runs on in the codec registry.
 
 Files store a path-independent name for (2) and (4) and the absolute directory for (3). Loaded models
 are kept in an LRU cache keyed by resolved name, device and dtype; :func:`clear_model_cache` frees them.
@@ -27,6 +32,7 @@ import torch
 from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError
 from .base import DiffusionModel, resolve_device, resolve_dtype
+from .cdc import CDCModel, is_cdc_folder
 from .latent import LatentDiffusionModel, find_latent_layout
 from .pixel import PixelDiffusionModel, find_pixel_layout
 
@@ -38,10 +44,16 @@ class ModelLayout:
     kind: str
     expects: str  # the files it looks for, for error messages
     recognises: Callable[[Path], bool]
-    load: Callable[..., DiffusionModel]  # (directory, *, name, device, dtype) -> model
+    load: Callable[..., DiffusionModel | CDCModel]  # (directory, *, name, device, dtype) -> model
 
 
 LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has unet/ and scheduler/
+    ModelLayout(
+        kind="CDC model",
+        expects="cdc.json + one safetensors file per rate point (python -m pillow_diffcodec.models.train_cdc)",
+        recognises=is_cdc_folder,
+        load=CDCModel.from_directory,
+    ),
     ModelLayout(
         kind="Stable Diffusion pipeline",
         expects="unet/ (UNet2DConditionModel), vae/ (AutoencoderKL), text_encoder/ + tokenizer/ (CLIP) and "
@@ -60,7 +72,8 @@ LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has 
 DEFAULT_MODEL = "builtin"
 # "builtin" is the default; "builtin-f2" is the candidate for its successor (issue 11: 2x2 instead of 4x4
 # pixel unshuffle, no 4-pixel grid; still training, see its model card).
-BUILTIN_MODELS = {name: Path(__file__).parent / name for name in ("builtin", "builtin-f2")}
+# "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
+BUILTIN_MODELS = {name: Path(__file__).parent / name for name in ("builtin", "builtin-f2", "builtin-cdc")}
 KNOWN_PIXEL_MODELS = {
     "google/ddpm-cifar10-32": "32x32, UNet2DModel blocks (128, 256, 256, 256), 35.7M parameters",
     "google/ddpm-celebahq-256": "256x256 faces, UNet2DModel blocks (128, 128, 256, 256, 512, 512), 113.7M parameters",
@@ -84,12 +97,26 @@ MODEL_ALIASES = {
     "sd14": "CompVis/stable-diffusion-v1-4",
 }
 MODEL_CACHE_SIZE = 4
-_cache: OrderedDict[tuple[str, str, str], DiffusionModel] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel] = OrderedDict()
 
 __all__ = [
-    "LAYOUTS", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
-    "condition", "load_model", "locate", "resolve_device", "resolve_dtype",
+    "LAYOUTS", "CDCModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
+    "condition", "kind_of", "load_model", "locate", "resolve_device", "resolve_dtype",
 ]
+Model = DiffusionModel | CDCModel
+
+
+def kind_of(model: object) -> str:
+    """The kind of a loaded model: "cdc" for a CDC model, "diffusion" for any other (a DiffusionModel)."""
+    return "cdc" if isinstance(model, CDCModel) else "diffusion"
+
+
+def check_kind(model: object, kind: str, codec: str) -> None:
+    """InvalidParameterError unless ``model`` is of the ``kind`` codec ``codec`` runs on."""
+    if kind_of(model) != kind:
+        wanted = "a CDC model (e.g. 'builtin-cdc')" if kind == "cdc" else "a diffusion model (e.g. 'builtin')"
+        raise InvalidParameterError(
+            f"Codec {codec} needs {wanted}; model {getattr(model, 'name', model)!r} is a {kind_of(model)} model")
 
 
 def clear_model_cache() -> None:
@@ -145,15 +172,16 @@ def locate(reference: str | Path) -> tuple[str, Path]:
 
 
 def _layout_of(directory: Path) -> ModelLayout | None:
+    """The first layout that recognises ``directory`` (None: no known model there)."""
     return next((layout for layout in LAYOUTS if layout.recognises(directory)), None)
 
 
 def load_model(
-    reference: str | Path | DiffusionModel | None = None,
+    reference: str | Path | Model | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
-) -> DiffusionModel:
+) -> Model:
     """Resolve ``reference`` (default: the built-in model) to a loaded model, using the cache.
 
     A model object is returned as it is; ``device`` (default cpu) and ``dtype`` (default float32)

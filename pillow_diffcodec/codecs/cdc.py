@@ -1,0 +1,238 @@
+"""CDC: lossy image compression with a conditional diffusion decoder (Yang & Mandt, NeurIPS 2023).
+
+The encoder maps the image to a latent ``y`` with a learned analysis transform and codes it with a
+mean-scale hyperprior (:mod:`pillow_diffcodec.learned_transform`); the decoder runs a diffusion model
+conditioned on the decoded latent (:mod:`pillow_diffcodec.models.cdc_decoder`). Decoding is DDIM from
+``x_1 = gamma * n`` with ``n`` portable Gaussian noise drawn from the file's seed (the codebook
+generator of :mod:`pillow_diffcodec.codebook`, stream :data:`NOISE_STEP`): gamma = 0 (the default) is
+deterministic, gamma > 0 gives a realistic sample that is the same on every machine.
+
+The official code reports bpp from likelihoods; here the latent is range-coded with constriction from
+the integer tables stored with the model, and the file carries a CRC-32 of the z and y symbols so a
+decoder that derives other probability tables (numerics of another machine) or reads a damaged stream
+raises :class:`~pillow_diffcodec.errors.DivergenceError`/:class:`~pillow_diffcodec.errors.CorruptFileError`
+instead of returning a wrong image.
+
+Rate control: a CDC model has a few *rate points* (networks trained with different lambdas, each
+with its typical bpp). ``bpp=``/``quality=`` pick the one whose typical rate plus the header is the
+highest at or under the target (the lowest, with a warning, when none is). The actual rate varies with
+the image, so :func:`payload_bytes` is the typical size, not a bound.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import constriction
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codebook import codewords
+from ..errors import CorruptFileError, DivergenceError, InvalidParameterError, RateFallbackWarning
+from ..models.cdc import CDCModel, CDCNetwork
+from ..models.cdc_decoder import ddim_decode
+from ..options import DEFAULT_QUALITY
+from .base import Progress
+from .cdc_format import (
+    DEFAULT_GAMMA,
+    DEFAULT_STEPS,
+    HYPER_STRIDE,
+    LATENT_STRIDE,
+    CDCParams,
+    Payload,
+    check_gamma,
+    check_steps,
+    crc,
+    padded,
+    payload_bound,
+    symbol_counts,
+)
+from .ddcm import quality_to_bpp
+
+__all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "generate", "payload_bytes"]
+NOISE_STEP = 0x0CDC  # codebook step whose tile-0 codeword 0 is the decoder's starting noise
+
+
+def _model(model: Any) -> CDCModel:
+    if not isinstance(model, CDCModel):
+        raise InvalidParameterError(
+            f"Codec CDC needs a CDC model (e.g. 'builtin-cdc'); {getattr(model, 'name', model)!r} is a diffusion "
+            "model for DDCM/PSC")
+    return model
+
+
+def _network(model: Any, params: CDCParams) -> CDCNetwork:
+    return _model(model).network(params.rate_point)
+
+
+def _file_network(model: Any, params: CDCParams) -> CDCNetwork:
+    """The rate point a file names (CorruptFileError when the model has no such rate point)."""
+    cdc = _model(model)
+    if params.rate_point >= len(cdc.networks):
+        raise CorruptFileError(
+            f"File names rate point {params.rate_point}, but CDC model {cdc.name!r} has {len(cdc.networks)}")
+    return cdc.networks[params.rate_point]
+
+
+def choose_params(
+    model: Any, given: dict[str, Any], bpp: float | None, quality: float | None,
+    file_size: Callable[[CDCParams], int], pixels: int,
+) -> CDCParams:
+    """The rate point for ``bpp=``/``quality=`` (explicit ``rate_point`` without a rate is used as given)."""
+    cdc = _model(model)
+    if bpp is not None and quality is not None:
+        raise InvalidParameterError("Give bpp= or quality=, not both")
+    if bpp is None and quality is None:
+        if given:
+            params = CDCParams.from_dict(given)
+            cdc.network(params.rate_point)
+            return params
+        quality = DEFAULT_QUALITY
+    if given:
+        raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
+    target = bpp if bpp is not None else quality_to_bpp(quality)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 64:
+        raise InvalidParameterError(f"Expected bpp in (0, 64], got {target!r}")
+    typical = [8 * file_size(CDCParams(i)) / pixels for i in range(len(cdc.rate_points))]
+    fitting = [i for i, rate in enumerate(typical) if rate <= target]
+    if not fitting:
+        warnings.warn(
+            f"bpp={target:.5g} is below the lowest rate point of {cdc.name!r} (typically {typical[0]:.4f} bpp "
+            "with the header); using it", RateFallbackWarning, stacklevel=2)
+        return CDCParams(0)
+    return CDCParams(fitting[-1])
+
+
+def payload_bytes(params: CDCParams, model: Any, width: int, height: int) -> int:
+    """The *typical* payload of the rate point for this image size (its typical bpp; at most the worst case).
+
+    CDC's rate depends on the image, so no exact size exists before encoding; rate control compares
+    these typical sizes (header included) with the target, and :func:`payload_bound` bounds any payload.
+    """
+    cdc = _model(model)
+    bound = payload_bound(*symbol_counts(cdc.arch.latent, cdc.arch.hyper, width, height))
+    point = cdc.rate_points[min(params.rate_point, len(cdc.rate_points) - 1)]
+    return min(bound, int(np.ceil(point.typical_bpp * width * height / 8)))
+
+
+def _to_input(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (3, H, W) -> float (1, 3, H', W') in [-1, 1], padded to multiples of 64 by edge replication."""
+    height, width = image.shape[1:]
+    pw, ph = padded(width, height)
+    x = image.to(device=device, dtype=torch.float32)[None] / 127.5 - 1.0
+    return F.pad(x, (0, pw - width, 0, ph - height), mode="replicate") if (pw, ph) != (width, height) else x
+
+
+def _to_pixels(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    return ((x[0, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def start_noise(seed: int, gamma: float, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``x_1 = gamma * n``, n the portable Gaussian codeword C_{NOISE_STEP, 0}(0) of the file's seed."""
+    if gamma == 0.0:
+        return torch.zeros(shape, device=device)
+    numel = int(np.prod(shape))
+    return gamma * codewords(seed, NOISE_STEP, [0], [0], numel, device).view(shape)
+
+
+def _synthesise(network: CDCNetwork, y_hat: torch.Tensor, seed: int, gamma: float, steps: int, width: int,
+                height: int, progress: Progress | None) -> torch.Tensor:
+    shape = (1, 3, y_hat.shape[2] * LATENT_STRIDE, y_hat.shape[3] * LATENT_STRIDE)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], steps)
+
+    x0 = ddim_decode(network.unet, y_hat, start_noise(seed, gamma, shape, y_hat.device), steps, tick)
+    return _to_pixels(x0, width, height)
+
+
+@torch.no_grad()
+def encode_latent(network: CDCNetwork, x: torch.Tensor) -> tuple[bytes, torch.Tensor, np.ndarray, np.ndarray]:
+    """Code one padded image (1, 3, H, W): (payload, y_hat, z symbols, y symbols)."""
+    tables = network.entropy_tables()
+    y = network.transform.g_a(x)
+    z_sym = tables.clamp_z(torch.round(network.transform.hyperprior.h_a(y)))
+    mean, scale = network.transform.hyperprior.params(z_sym)
+    indices = tables.scale_indices(scale)
+    y_sym = tables.clamp_y(torch.round(y - mean), indices)
+    z_np = z_sym[0].cpu().numpy().astype(np.int64)
+    y_np = y_sym[0].cpu().numpy().astype(np.int64)
+    z_enc, y_enc = constriction.stream.queue.RangeEncoder(), constriction.stream.queue.RangeEncoder()
+    tables.encode_z(z_enc, z_np)
+    tables.encode_y(y_enc, y_np, indices[0].cpu().numpy())
+    payload = Payload(crc(z_np), crc(y_np), z_enc.get_compressed().astype("<u4").tobytes(),
+                      y_enc.get_compressed().astype("<u4").tobytes())
+    return payload.to_bytes(), mean + y_sym, z_np, y_np
+
+
+@torch.no_grad()
+def decode_latent(network: CDCNetwork, payload: bytes, width: int, height: int) -> tuple[torch.Tensor, np.ndarray,
+                                                                                           np.ndarray]:
+    """Decode the latent of a payload: (y_hat, z symbols, y symbols); checks both CRCs."""
+    tables = network.entropy_tables()
+    arch = network.arch
+    y_count, z_count = symbol_counts(arch.latent, arch.hyper, width, height)
+    parsed = Payload.from_bytes(payload, payload_bound(y_count, z_count) // 4)
+    pw, ph = padded(width, height)
+    z_shape = (arch.hyper, ph // HYPER_STRIDE, pw // HYPER_STRIDE)
+    z_np = tables.decode_z(_decoder(parsed.z_words), z_shape)
+    if crc(z_np) != parsed.z_crc:
+        raise CorruptFileError("CDC hyper-latent checksum mismatch: the z stream is damaged")
+    device = next(network.parameters()).device
+    z_sym = torch.as_tensor(z_np, dtype=torch.float32, device=device)[None]
+    mean, scale = network.transform.hyperprior.params(z_sym)
+    indices = tables.scale_indices(scale)
+    y_np = tables.decode_y(_decoder(parsed.y_words), indices[0].cpu().numpy())
+    if crc(y_np) != parsed.y_crc:
+        raise DivergenceError(
+            "CDC latent checksum mismatch: the y stream is damaged, or this machine's entropy model (scale indices "
+            "from the hyperprior) differs from the encoder's; no image is returned")
+    y_hat = mean + torch.as_tensor(y_np, dtype=torch.float32, device=device)[None]
+    return y_hat, z_np, y_np
+
+
+def _decoder(words: bytes) -> constriction.stream.queue.RangeDecoder:
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+
+
+def encode_batch(
+    model: Any, params: CDCParams, seed: int, pixels: Sequence[torch.Tensor], progress: Progress | None = None,
+) -> list[tuple[bytes, torch.Tensor]]:
+    """Encode uint8 images (3, H, W) one by one; returns (payload, the default decoder's output) each.
+
+    The reconstruction is what :func:`decode` gives with the default options (gamma 0, 17 steps), made
+    by the same code path from the same latent.
+    """
+    network = _network(model, params)
+    out = []
+    for image in pixels:
+        height, width = image.shape[1:]
+        payload, y_hat, _, _ = encode_latent(network, _to_input(image, _model(model).device))
+        with torch.no_grad():
+            recon = _synthesise(network, y_hat, seed, DEFAULT_GAMMA, DEFAULT_STEPS, width, height, progress)
+        out.append((payload, recon))
+    return out
+
+
+def decode(
+    model: Any, params: CDCParams, seed: int, width: int, height: int, payload: bytes,
+    progress: Progress | None = None, *, steps: int = DEFAULT_STEPS, gamma: float = DEFAULT_GAMMA,
+) -> torch.Tensor:
+    """Payload -> uint8 pixels (3, height, width) by DDIM with ``steps`` calls from ``x_1 = gamma * noise(seed)``."""
+    steps, gamma = check_steps(steps), check_gamma(gamma)
+    network = _file_network(model, params)
+    y_hat, _, _ = decode_latent(network, payload, width, height)
+    with torch.no_grad():
+        return _synthesise(network, y_hat, seed, gamma, steps, width, height, progress)
+
+
+def generate(model: Any, params: CDCParams, seed: int, width: int, height: int,
+             rng: np.random.Generator) -> tuple[bytes, torch.Tensor]:
+    """CDC codes a latent of a given image; it has no compressed generation."""
+    raise InvalidParameterError("CDC cannot generate: it codes the latent of an image (use codec='DDCM')")
