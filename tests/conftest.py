@@ -16,6 +16,15 @@ from PIL import Image
 from pillow_diffcodec.models import PixelDiffusionModel
 from pillow_diffcodec.schedule import NoiseSchedule
 
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after each test: training scripts set their own, and a model's float
+    results (so golden pixels) depend on how many threads split its reductions."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
 DATA = Path(__file__).parent / "data"
 
 

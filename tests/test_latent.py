@@ -97,7 +97,8 @@ def sd(sd_dir) -> LatentDiffusionModel:
 
 
 def test_pipeline_folder_loads_as_a_latent_model(sd, sd_dir) -> None:
-    assert LAYOUTS[0].recognises(sd_dir) and isinstance(sd, LatentDiffusionModel)
+    sd_layout = next(layout for layout in LAYOUTS if layout.kind == "Stable Diffusion pipeline")
+    assert sd_layout.recognises(sd_dir) and isinstance(sd, LatentDiffusionModel)
     assert sd.name == str(sd_dir) and sd.device == torch.device("cpu") and sd.dtype == torch.float32
     assert (sd.image_channels, sd.sample_channels, sd.size_multiple) == (3, 4, 4)
     assert sd.sample_shape(64, 48) == (4, 24, 32) and sd.sample_shape(37, 29) == (4, 16, 20)
