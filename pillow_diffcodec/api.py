@@ -151,9 +151,7 @@ def encode_images(
     check_known(params, entry.options, entry.name)
     _check_seed(seed)
     text = conditioning.from_options(prompt, guidance)
-    loaded = load_model(model if model is not None else entry.default_model, device=device, dtype=dtype)
-    check_kind(loaded, entry.model_kind, entry.name)
-    loaded = condition(loaded, text)
+    loaded = condition(_load_for(entry, model, device, dtype), text)
     model_chunks = (text.chunk(),) if text is not None else ()
     first = images[0]
     if any(im.size != first.size or im.mode != first.mode for im in images):
@@ -201,6 +199,13 @@ def encode_batch(images: Sequence[Image.Image], **options: Any) -> list[bytes]:
     return [result.data for result in encode_images(images, **options)]
 
 
+
+def _load_for(entry: CodecEntry, model: ModelRef | None, device: Any, dtype: torch.dtype | str | None) -> Any:
+    """The model a codec runs on: ``model`` (default: the codec's own default), refused when of the wrong kind."""
+    loaded = load_model(entry.model_or_default(model), device=device, dtype=dtype)
+    check_kind(loaded, entry.model_kind, entry.name)
+    return loaded
+
 def decode_file(
     parsed: ParsedFile,
     *,
@@ -216,9 +221,8 @@ def decode_file(
     header = parsed.header
     check_known(codec_options, parsed.codec.decode_options, f"{parsed.codec.name} decode")
     limits.check_decode(parsed.decode_model_calls(**codec_options), header.width, header.height, max_work, max_pixels)
-    loaded = load_model(model if model is not None else header.model_name, device=device, dtype=dtype)
-    check_kind(loaded, parsed.codec.model_kind, parsed.codec.name)
-    loaded = condition(loaded, parsed.conditioning)
+    loaded = condition(_load_for(parsed.codec, model if model is not None else header.model_name, device, dtype),
+                       parsed.conditioning)
     if loaded.fingerprint != header.fingerprint:
         raise ModelMismatchError(
             f"File was encoded with model {header.model_name!r} (fingerprint {header.fingerprint.hex()}), "
@@ -276,8 +280,7 @@ def generate(
         raise UnsupportedImageError(f"generate() makes 'RGB' or 'L' images, got mode {mode!r}")
     entry = codec_by_name(codec)
     _check_seed(seed)
-    loaded = load_model(model if model is not None else entry.default_model, device=device, dtype=dtype)
-    check_kind(loaded, entry.model_kind, entry.name)
+    loaded = _load_for(entry, model, device, dtype)
     codec_params = entry.params.from_dict(params)
     payload, pixels = entry.load().generate(loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed))
     header = _header(entry, codec_params, loaded, mode, (width, height), seed)

@@ -88,7 +88,7 @@ def bulk_compress(
     """
     started = time.perf_counter()
     settings = _settings(bpp, quality, codec, seed, keep_alpha, batch_size, codec_params)
-    model = model if model is not None else codec_by_name(settings.codec).default_model  # e.g. builtin-cdc for CDC
+    model = codec_by_name(settings.codec).model_or_default(model)  # e.g. builtin-cdc for CDC
     session = connect(ray_address)
     try:
         plan = plan_workers(num_gpus, num_workers)

@@ -57,12 +57,19 @@ def test_training_is_reproducible_and_resumable(tmp_path) -> None:
     assert model.pixel_unshuffle == 4 and (straight / "model" / "loss.png").is_file()
 
 
-def test_training_resumes_from_a_lean_state(tmp_path) -> None:
-    """The repository keeps states with only the EMA weights; training goes on from them with a fresh AdamW."""
+@pytest.fixture
+def one_photo(tmp_path):
+    """A folder with one noise 'photo' to train on (two threads, as the reproducibility test uses)."""
     data = tmp_path / "photos"
     data.mkdir()
     Image.effect_noise((96, 80), 40).convert("RGB").save(data / "p.png")
     torch.set_num_threads(2)
+    return data
+
+
+def test_training_resumes_from_a_lean_state(one_photo, tmp_path) -> None:
+    """The repository keeps states with only the EMA weights; training goes on from them with a fresh AdamW."""
+    data = one_photo
     full, lean = tmp_path / "full.pt", tmp_path / "lean.pt"
     train_builtin.train(data, 10.0, 0, 2, tmp_path / "model", full, checkpoint_every=100)
     train_builtin.lean_copy(full, lean)
@@ -85,13 +92,10 @@ def test_the_candidate_successor_is_shipped_and_loads_offline() -> None:
     assert model.fingerprint != load_model().fingerprint
 
 
-def test_a_v_prediction_run_starts_from_an_epsilon_runs_weights(tmp_path) -> None:
+def test_a_v_prediction_run_starts_from_an_epsilon_runs_weights(one_photo, tmp_path) -> None:
     """``--init`` + ``--prediction v_prediction``: the fine-tuned model loads as a v-prediction model, and
     a state of the other prediction type is refused instead of silently resumed."""
-    data = tmp_path / "photos"
-    data.mkdir()
-    Image.effect_noise((96, 80), 40).convert("RGB").save(data / "p.png")
-    torch.set_num_threads(2)
+    data = one_photo
     epsilon, v = tmp_path / "eps.pt", tmp_path / "v.pt"
     train_builtin.train(data, 10.0, 0, 2, tmp_path / "eps", epsilon, checkpoint_every=100)
     train_builtin.train(data, 10.0, 0, 0, tmp_path / "v", v, checkpoint_every=100, prediction="v_prediction",

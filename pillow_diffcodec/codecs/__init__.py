@@ -38,6 +38,10 @@ class CodecEntry:
     model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel) or "cdc" (a CDC model)
     default_model: str = "builtin"
 
+    def model_or_default(self, model: object) -> object:
+        """``model`` as given, or this codec's default model when it is None."""
+        return model if model is not None else self.default_model
+
     def load(self) -> Codec:
         """Import the runner module (brings in torch)."""
         return cast(Codec, importlib.import_module(self.module))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..codebook import codewords
 from ..errors import CorruptFileError, DivergenceError, InvalidParameterError, RateFallbackWarning
+from ..models import check_kind
 from ..models.cdc import CDCModel, CDCNetwork
 from ..models.cdc_decoder import ddim_decode
 from ..options import DEFAULT_QUALITY
@@ -57,10 +58,7 @@ NOISE_STEP = 0x0CDC  # codebook step whose tile-0 codeword 0 is the decoder's st
 
 
 def _model(model: Any) -> CDCModel:
-    if not isinstance(model, CDCModel):
-        raise InvalidParameterError(
-            f"Codec CDC needs a CDC model (e.g. 'builtin-cdc'); {getattr(model, 'name', model)!r} is a diffusion "
-            "model for DDCM/PSC")
+    check_kind(model, "cdc", "CDC")
     return model
 
 

@@ -186,7 +186,7 @@ def evaluate(
         }
         _check_config(folder, config)
         done = read_journal(folder)
-    loaded = load_model(model if model is not None else entry.default_model, device=device)  # before the loop: a missing model is one error, not one per image
+    loaded = load_model(entry.model_or_default(model), device=device)  # before the loop: one error, not one per image
 
     def finish(row: Row) -> None:
         table.rows.append(row)

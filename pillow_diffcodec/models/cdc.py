@@ -126,9 +126,8 @@ def is_cdc_folder(directory: Path) -> bool:
 
 
 class CDCModel:
-    """A loaded CDC model folder: rate points sorted by typical bpp, networks loaded on first use."""
+    """A loaded CDC model folder: rate points sorted by typical bpp, each with its network (all loaded)."""
 
-    kind = "cdc"
     image_channels = 3
 
     def __init__(self, name: str, arch: CDCArchitecture, points: list[RatePoint], networks: list[CDCNetwork],

@@ -73,16 +73,17 @@ def load_photos(folder: Path) -> list[torch.Tensor]:
     return photos
 
 
-def batch(photos: list[torch.Tensor], seed: int, step: int) -> torch.Tensor:
-    """Batch ``step``: random CROPxCROP crops with random horizontal flips, a pure function of (seed, step)."""
+def batch(photos: list[torch.Tensor], seed: int, step: int, size: int = BATCH, crop: int = CROP) -> torch.Tensor:
+    """Batch ``step``: ``size`` random ``crop`` x ``crop`` crops with random horizontal flips, a pure
+    function of (seed, step)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     crops = []
-    for _ in range(BATCH):
+    for _ in range(size):
         photo = photos[int(torch.randint(len(photos), (1,), generator=gen))]
-        top = int(torch.randint(photo.shape[1] - CROP + 1, (1,), generator=gen))
-        left = int(torch.randint(photo.shape[2] - CROP + 1, (1,), generator=gen))
-        crop = photo[:, top : top + CROP, left : left + CROP]
-        crops.append(crop.flip(-1) if bool(torch.randint(2, (1,), generator=gen)) else crop)
+        top = int(torch.randint(photo.shape[1] - crop + 1, (1,), generator=gen))
+        left = int(torch.randint(photo.shape[2] - crop + 1, (1,), generator=gen))
+        piece = photo[:, top : top + crop, left : left + crop]
+        crops.append(piece.flip(-1) if bool(torch.randint(2, (1,), generator=gen)) else piece)
     return torch.stack(crops)
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .cdc import CDCArchitecture, CDCNetwork, RatePoint, write_rate_point
 from .cdc_decoder import alpha_bar
-from .train_builtin import load_photos
+from .train_builtin import batch, load_photos
 
 HERE = Path(__file__).parent
 OUTPUT = HERE / "builtin-cdc"
@@ -47,19 +47,6 @@ TYPICAL_CROP = 256
 TYPICAL_IMAGES = 8
 # Named architectures: "small" is the shipped one; "tiny" is for tests and smoke runs.
 ARCHITECTURES = {"small": CDCArchitecture(), "tiny": CDCArchitecture(width=16, latent=8, hyper=8, unet=(8, 16, 16))}
-
-
-def batch(photos: list[torch.Tensor], seed: int, step: int, size: int = BATCH, crop: int = CROP) -> torch.Tensor:
-    """Batch ``step``: random crops with random horizontal flips, a pure function of (seed, step)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    crops = []
-    for _ in range(size):
-        photo = photos[int(torch.randint(len(photos), (1,), generator=gen))]
-        top = int(torch.randint(photo.shape[1] - crop + 1, (1,), generator=gen))
-        left = int(torch.randint(photo.shape[2] - crop + 1, (1,), generator=gen))
-        piece = photo[:, top : top + crop, left : left + crop]
-        crops.append(piece.flip(-1) if bool(torch.randint(2, (1,), generator=gen)) else piece)
-    return torch.stack(crops)
 
 
 def loss_terms(network: CDCNetwork, x0: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +109,7 @@ def train(args: argparse.Namespace, report: Any = None) -> None:
     end = time.monotonic() + 60 * args.minutes
     model.train()
     while time.monotonic() < end and (args.max_steps is None or step < args.max_steps):
-        x0 = batch(photos, args.seed, step).to(device)
+        x0 = batch(photos, args.seed, step, BATCH, CROP).to(device)
         gen = torch.Generator().manual_seed(args.seed * 7_000_003 + step)
         torch.manual_seed(args.seed * 5_000_011 + step)  # the latents' uniform noise
         mse, bpp = loss_terms(trained.module if hasattr(trained, "module") else trained, x0, gen)
