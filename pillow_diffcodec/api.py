@@ -28,7 +28,7 @@ from .errors import (
     UnsupportedImageError,
 )
 from .fileinfo import ParsedFile, info, read_file
-from .models import DiffusionModel, check_kind, condition, load_model
+from .models import DiffusionModel, check_kind, condition, load_model, reference_for_file
 from .options import check_known
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
@@ -221,8 +221,8 @@ def decode_file(
     header = parsed.header
     check_known(codec_options, parsed.codec.decode_options, f"{parsed.codec.name} decode")
     limits.check_decode(parsed.decode_model_calls(**codec_options), header.width, header.height, max_work, max_pixels)
-    loaded = condition(_load_for(parsed.codec, model if model is not None else header.model_name, device, dtype),
-                       parsed.conditioning)
+    stored = reference_for_file(header.model_name, header.fingerprint)
+    loaded = condition(_load_for(parsed.codec, model if model is not None else stored, device, dtype), parsed.conditioning)
     if loaded.fingerprint != header.fingerprint:
         raise ModelMismatchError(
             f"File was encoded with model {header.model_name!r} (fingerprint {header.fingerprint.hex()}), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import pillow_diffcodec as pdc
 from pillow_diffcodec.models import BUILTIN_MODELS, load_model
 from pillow_diffcodec.models import train_builtin
 
-from .conftest import psnr
+from .conftest import DATA, psnr
 
 
 def test_builtin_is_shipped_small_and_loads_offline() -> None:
@@ -25,7 +26,7 @@ def test_builtin_is_shipped_small_and_loads_offline() -> None:
     script = "import pillow_diffcodec.models as m; model = m.load_model(); print(model.name, model.size_multiple)"
     env = {"HF_HUB_OFFLINE": "1", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.split() == ["builtin", "16"]
+    assert out.split() == ["builtin", "8"]  # architecture "f2": 2x2 unshuffle, two down-sampling blocks
 
 
 @pytest.mark.slow
@@ -54,7 +55,8 @@ def test_training_is_reproducible_and_resumable(tmp_path) -> None:
     assert a["step"] == b["step"] == 4 and a["losses"] == b["losses"]
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
     model = pdc.load_model(str(straight / "model"))
-    assert model.pixel_unshuffle == 4 and (straight / "model" / "loss.png").is_file()
+    assert model.pixel_unshuffle == 2 and (straight / "model" / "loss.png").is_file()  # "f2", the default
+    assert json.loads((straight / "model" / "training.json").read_text())["steps"] == 4
 
 
 @pytest.fixture
@@ -68,28 +70,51 @@ def one_photo(tmp_path):
 
 
 def test_training_resumes_from_a_lean_state(one_photo, tmp_path) -> None:
-    """The repository keeps states with only the EMA weights; training goes on from them with a fresh AdamW."""
+    """The repository keeps states without weights (the model folder holds the EMA weights of that step);
+    training goes on from those with a fresh AdamW, and a model folder of another step is refused."""
+    from safetensors.torch import load_file
+
     data = one_photo
     full, lean = tmp_path / "full.pt", tmp_path / "lean.pt"
     train_builtin.train(data, 10.0, 0, 2, tmp_path / "model", full, checkpoint_every=100)
     train_builtin.lean_copy(full, lean)
     saved = torch.load(lean, weights_only=False)
-    assert "optimiser" not in saved and "model" not in saved and saved["step"] == 2
-    assert lean.stat().st_size < full.stat().st_size / 3
+    assert not {"optimiser", "model", "ema"} & set(saved) and saved["step"] == 2
+    assert lean.stat().st_size < full.stat().st_size / 100
+    exported = load_file(str(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(exported[k], torch.load(full, weights_only=False)["ema"][k]) for k in exported)
+    with pytest.raises(SystemExit, match="lean state"):
+        train_builtin.train(data, 10.0, 0, 3, tmp_path / "elsewhere", lean)
     train_builtin.train(data, 10.0, 0, 3, tmp_path / "model", lean, checkpoint_every=100)
     resumed = torch.load(lean, weights_only=False)
     assert resumed["step"] == 3 and len(resumed["losses"]) == 3 and "optimiser" in resumed
-    assert any(not torch.equal(resumed["ema"][k], saved["ema"][k]) for k in saved["ema"])
+    assert any(not torch.equal(resumed["ema"][k], exported[k]) for k in exported)
 
 
-def test_the_candidate_successor_is_shipped_and_loads_offline() -> None:
-    """builtin-f2 (2x2 pixel unshuffle, no 4-pixel grid) ships beside the default until it wins the study."""
-    folder = BUILTIN_MODELS["builtin-f2"]
-    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 11 * 2**20
-    assert (folder / "MODEL_CARD.md").is_file()
-    model = load_model("builtin-f2")
-    assert model.name == "builtin-f2" and model.pixel_unshuffle == 2 and model.size_multiple == 8
-    assert model.fingerprint != load_model().fingerprint
+def test_files_of_the_first_builtin_model_still_decode() -> None:
+    """A file written by the first default model (stored name "builtin", fingerprint d8e48de3; made by
+    commit d125f93) decodes through "builtin-v1" to the pixels that release decoded, by the API and by Pillow."""
+    data = (DATA / "golden" / "first_builtin.ddcm").read_bytes()
+    assert pdc.info(data)["model"] == "builtin" and pdc.info(data)["fingerprint"] == "d8e48de3"
+    assert load_model().fingerprint.hex() != "d8e48de3"
+    with Image.open(DATA / "golden" / "first_builtin.png") as expected:
+        want = np.asarray(expected.convert("RGB"))
+    assert np.array_equal(np.asarray(pdc.decode(data).convert("RGB")), want)
+    with Image.open(DATA / "golden" / "first_builtin.ddcm") as opened:
+        assert np.array_equal(np.asarray(opened.convert("RGB")), want)
+    with pytest.raises(pdc.ModelMismatchError, match="d8e48de3"):
+        pdc.decode(data, model="builtin")  # an explicit model is never swapped
+
+
+def test_the_earlier_builtin_models_are_shipped_and_load_offline() -> None:
+    """builtin-v1 (4x4 unshuffle) and builtin-f2 (the 3600-step preview of today's default) stay loadable."""
+    for name, factor, multiple in (("builtin-v1", 4, 16), ("builtin-f2", 2, 8)):
+        folder = BUILTIN_MODELS[name]
+        assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 11 * 2**20
+        assert (folder / "MODEL_CARD.md").is_file()
+        model = load_model(name)
+        assert model.name == name and model.pixel_unshuffle == factor and model.size_multiple == multiple
+        assert model.fingerprint != load_model().fingerprint
 
 
 def test_a_v_prediction_run_starts_from_an_epsilon_runs_weights(one_photo, tmp_path) -> None:

@@ -70,10 +70,15 @@ LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has 
     ),
 )
 DEFAULT_MODEL = "builtin"
-# "builtin" is the default; "builtin-f2" is the candidate for its successor (issue 11: 2x2 instead of 4x4
-# pixel unshuffle, no 4-pixel grid; still training, see its model card).
+# "builtin" is the default (since issue 11: architecture "f2", 2x2 pixel unshuffle). "builtin-v1" is the
+# first default (4x4 unshuffle); files that name "builtin" with its fingerprint still decode through it
+# (RETIRED_BUILTINS). "builtin-f2" is the 3600-step preview of today's default, kept so its files decode.
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
-BUILTIN_MODELS = {name: Path(__file__).parent / name for name in ("builtin", "builtin-f2", "builtin-cdc")}
+BUILTIN_MODELS = {
+    name: Path(__file__).parent / name for name in ("builtin", "builtin-v1", "builtin-f2", "builtin-cdc")
+}
+# (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
+RETIRED_BUILTINS = {("builtin", bytes.fromhex("d8e48de3")): "builtin-v1"}
 KNOWN_PIXEL_MODELS = {
     "google/ddpm-cifar10-32": "32x32, UNet2DModel blocks (128, 256, 256, 256), 35.7M parameters",
     "google/ddpm-celebahq-256": "256x256 faces, UNet2DModel blocks (128, 128, 256, 256, 512, 512), 113.7M parameters",
@@ -101,7 +106,7 @@ _cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel] = OrderedDi
 
 __all__ = [
     "LAYOUTS", "CDCModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
-    "condition", "kind_of", "load_model", "locate", "resolve_device", "resolve_dtype",
+    "condition", "kind_of", "load_model", "locate", "reference_for_file", "resolve_device", "resolve_dtype",
 ]
 Model = DiffusionModel | CDCModel
 
@@ -169,6 +174,12 @@ def locate(reference: str | Path) -> tuple[str, Path]:
         "google/ddpm-* or stabilityai/stable-diffusion-* folder, or by "
         "downloading the repo into the Hugging Face cache on a machine with network access"
     )
+
+
+def reference_for_file(name: str, fingerprint: bytes) -> str:
+    """The model reference that decodes a file naming model ``name`` with ``fingerprint``: the name itself,
+    or the folder a replaced built-in model moved to (``RETIRED_BUILTINS``)."""
+    return RETIRED_BUILTINS.get((name, fingerprint), name)
 
 
 def _layout_of(directory: Path) -> ModelLayout | None:
