@@ -35,7 +35,7 @@ from ..errors import CorruptFileError, DivergenceError, InvalidParameterError, R
 from ..models import check_kind
 from ..models.cdc import CDCModel, CDCNetwork
 from ..models.cdc_decoder import ddim_decode
-from ..options import DEFAULT_QUALITY
+from ..options import DEFAULT_QUALITY, quality_to_bpp
 from .base import Progress
 from .cdc_format import (
     DEFAULT_GAMMA,
@@ -51,7 +51,6 @@ from .cdc_format import (
     payload_bound,
     symbol_counts,
 )
-from .ddcm import quality_to_bpp
 
 __all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "generate", "payload_bytes"]
 NOISE_STEP = 0x0CDC  # codebook step whose tile-0 codeword 0 is the decoder's starting noise

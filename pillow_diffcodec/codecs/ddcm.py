@@ -39,7 +39,7 @@ import torch
 from ..codebook import codebook_scores, codewords
 from ..errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
 from ..models import DiffusionModel
-from ..options import DEFAULT_QUALITY
+from ..options import DEFAULT_QUALITY, quality_to_bpp
 from .base import Progress
 from .ddcm_format import (
     MAX_ATOMS,
@@ -55,7 +55,6 @@ from .ddcm_format import (
 
 __all__ = ["DDCMParams", "choose_params", "decode", "encode_batch", "generate", "params_for_bpp", "payload_bytes"]
 MP_CANDIDATES_PER_ATOM = 4
-MIN_QUALITY_BPP = 0.01
 MAX_LADDER_TILE = 256  # rate control tries tiles up to this before it leaves steps uncoded
 LADDER_FILL = 0.9  # the smallest tile whose file reaches this share of the budget wins
 
@@ -268,13 +267,6 @@ def payload_bytes(params: DDCMParams, model: DiffusionModel, width: int, height:
     """Exact payload length for these parameters, model and image size (independent of the pixels)."""
     tiles = TileGrid.for_sample(model.sample_shape(width, height), params.tile).count
     return payload_size(params, _step_sizes(params, model), tiles)
-
-
-def quality_to_bpp(quality: float) -> float:
-    """Quality preset (0-100) to a target rate: 0.01 bpp at 0, doubling every 12.5 points (2.56 at 100)."""
-    if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 <= quality <= 100:
-        raise InvalidParameterError(f"Expected quality in [0, 100], got {quality!r}")
-    return MIN_QUALITY_BPP * 2 ** (quality / 12.5)
 
 
 def params_for_bpp(

@@ -44,10 +44,9 @@ from ..errors import (
     RateFallbackWarning,
 )
 from ..models import DiffusionModel
-from ..options import DEFAULT_QUALITY
+from ..options import DEFAULT_QUALITY, quality_to_bpp
 from . import ddrm
 from .base import Progress
-from .ddcm import quality_to_bpp
 from .psc_coding import MeasurementCoder, new_decoder, new_encoder
 from .psc_format import (
     FINAL_SAMPLERS,
