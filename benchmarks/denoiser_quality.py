@@ -7,7 +7,7 @@ seeded generator) and denoised once; the table prints the PSNR of the noisy inpu
 ``1 / sqrt(abar_t)``) and of the clipped estimate, side by side for every model (models that share one
 sample space and schedule: the first model's are used to noise).
 
-    python benchmarks/denoiser_quality.py builtin builtin-f2 --photos ../shared/data/train
+    python benchmarks/denoiser_quality.py builtin-v1 builtin --photos ../shared/data/train
 """
 
 from __future__ import annotations

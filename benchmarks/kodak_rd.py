@@ -23,7 +23,7 @@ from pillow_diffcodec.evaluation import evaluate, format_summary, load_results, 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KODAK = REPO.parent / "shared" / "data" / "kodak"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "kodak"
-DEFAULT_RATES = "0.02,0.05,0.1,0.4,1.0"
+DEFAULT_RATES = "0.05,0.1,0.2,0.4,0.8"
 TITLE = "Built-in DDCM model vs Pillow codecs on Kodak"
 
 
@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model reference (default: the built-in model)")
     parser.add_argument("--baselines", default="jpeg,webp,avif,jxl")
     parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--device", default=None, help="where the model runs (default cpu), e.g. cuda")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--report-only", action="store_true", help="rebuild reports from the finished rows only")
     args = parser.parse_args()
@@ -54,6 +55,7 @@ def main() -> int:
             limit=args.limit,
             baselines=[b for b in args.baselines.split(",") if b.strip()],
             out=args.out,
+            device=args.device,
         )
     write_report(table, args.out, title=TITLE)
     print(format_summary(table))
