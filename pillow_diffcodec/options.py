@@ -116,3 +116,27 @@ def quality_to_bpp(quality: float) -> float:
     if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 <= quality <= 100:
         raise InvalidParameterError(f"Expected quality in [0, 100], got {quality!r}")
     return QUALITY_BPP_AT_0 * 2 ** (quality / QUALITY_POINTS_PER_DOUBLING)
+
+
+@dataclass(frozen=True)
+class RateTarget:
+    """What a codec's rate control aims at: ``bpp`` for the whole file; ``preset``: it came from a quality
+    preset (which may fall back to the smallest file with a warning, where an explicit ``bpp=`` refuses)."""
+
+    bpp: float
+    preset: bool
+
+
+def rate_target(bpp: float | None, quality: float | None, explicit_params: bool) -> RateTarget | None:
+    """The rate every codec's ``choose_params`` starts from: ``bpp=`` or ``quality=`` (not both); neither
+    means the default quality, unless codec parameters were given, which are then used as they are (None)."""
+    if bpp is not None and quality is not None:
+        raise InvalidParameterError("Give bpp= or quality=, not both")
+    if bpp is None and quality is None:
+        if explicit_params:
+            return None
+        quality = DEFAULT_QUALITY
+    target = bpp if bpp is not None else quality_to_bpp(quality)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 64:
+        raise InvalidParameterError(f"Expected bpp in (0, 64], got {target!r}")
+    return RateTarget(float(target), preset=bpp is None)

@@ -35,7 +35,7 @@ from ..errors import CorruptFileError, DivergenceError, InvalidParameterError, R
 from ..models import check_kind
 from ..models.cdc import CDCModel, CDCNetwork
 from ..models.cdc_decoder import ddim_decode
-from ..options import DEFAULT_QUALITY, quality_to_bpp
+from ..options import rate_target
 from .base import Progress
 from .cdc_format import (
     DEFAULT_GAMMA,
@@ -80,19 +80,14 @@ def choose_params(
 ) -> CDCParams:
     """The rate point for ``bpp=``/``quality=`` (explicit ``rate_point`` without a rate is used as given)."""
     cdc = _model(model)
-    if bpp is not None and quality is not None:
-        raise InvalidParameterError("Give bpp= or quality=, not both")
-    if bpp is None and quality is None:
-        if given:
-            params = CDCParams.from_dict(given)
-            cdc.network(params.rate_point)
-            return params
-        quality = DEFAULT_QUALITY
+    rate = rate_target(bpp, quality, bool(given))
+    if rate is None:
+        params = CDCParams.from_dict(given)
+        cdc.network(params.rate_point)
+        return params
     if given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
-    target = bpp if bpp is not None else quality_to_bpp(quality)
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 64:
-        raise InvalidParameterError(f"Expected bpp in (0, 64], got {target!r}")
+    target = rate.bpp
     typical = [8 * file_size(CDCParams(i)) / pixels for i in range(len(cdc.rate_points))]
     fitting = [i for i, rate in enumerate(typical) if rate <= target]
     if not fitting:

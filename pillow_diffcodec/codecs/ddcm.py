@@ -39,7 +39,7 @@ import torch
 from ..codebook import codebook_scores, codewords
 from ..errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
 from ..models import DiffusionModel
-from ..options import DEFAULT_QUALITY, quality_to_bpp
+from ..options import rate_target
 from .base import Progress
 from .ddcm_format import (
     MAX_ATOMS,
@@ -345,17 +345,11 @@ def choose_params(
     (and, unless ``tile`` is given, larger tiles at low rates), starting from the defaults updated with
     the given parameters. A quality preset below the smallest possible
     file falls back to that file (with a warning); an explicit ``bpp=`` never exceeds its target."""
-    if bpp is not None and quality is not None:
-        raise InvalidParameterError("Give bpp= or quality=, not both")
-    if bpp is None and quality is None:
-        if given:
-            return DDCMParams.from_dict(given)
-        quality = DEFAULT_QUALITY
-    base = DDCMParams.from_dict(given)
-    grow_tile = "tile" not in given
-    if bpp is not None:
-        return params_for_bpp(bpp, model, base, file_size, pixels, grow_tile=grow_tile)
-    return params_for_bpp(quality_to_bpp(quality), model, base, file_size, pixels, fallback=True, grow_tile=grow_tile)
+    target = rate_target(bpp, quality, bool(given))
+    if target is None:
+        return DDCMParams.from_dict(given)
+    return params_for_bpp(target.bpp, model, DDCMParams.from_dict(given), file_size, pixels, fallback=target.preset,
+                          grow_tile="tile" not in given)
 
 
 def encode_batch(

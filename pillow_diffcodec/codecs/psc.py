@@ -44,7 +44,7 @@ from ..errors import (
     RateFallbackWarning,
 )
 from ..models import DiffusionModel
-from ..options import DEFAULT_QUALITY, quality_to_bpp
+from ..options import rate_target
 from . import ddrm
 from .base import Progress
 from .psc_coding import MeasurementCoder, new_decoder, new_encoder
@@ -236,15 +236,10 @@ def choose_params(
     quality preset's rate), and the uniform quantiser's step for that rate unless ``step`` is given.
     Explicit parameters without a rate are used as given. A quality preset below the smallest file falls
     back to it with a warning; an explicit ``bpp=`` never exceeds its target."""
-    if bpp is not None and quality is not None:
-        raise InvalidParameterError("Give bpp= or quality=, not both")
-    if bpp is None and quality is None:
-        if given:
-            return PSCParams.from_dict(given)
-        quality = DEFAULT_QUALITY
-    target = bpp if bpp is not None else quality_to_bpp(quality)
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 64:
-        raise InvalidParameterError(f"Expected bpp in (0, 64], got {target!r}")
+    rate = rate_target(bpp, quality, bool(given))
+    if rate is None:
+        return PSCParams.from_dict(given)
+    target = rate.bpp
     base = PSCParams.from_dict(given)
     if base.quantizer == "uniform" and "step" not in given:
         base = replace(base, step=step_for_bpp(target))
@@ -258,7 +253,7 @@ def choose_params(
         minimum = 8 * (header + smallest) / pixels
         message = (f"bpp={target:.5g} is below the minimum {minimum:.5f} for this image "
                    "(header, alpha and metadata included)")
-        if bpp is not None:
+        if not rate.preset:
             raise InvalidParameterError(message)
         warnings.warn(f"{message}; writing the smallest file instead", RateFallbackWarning, stacklevel=2)
         max_bytes = smallest
