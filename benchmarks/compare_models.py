@@ -35,7 +35,7 @@ def main() -> None:
         keys = sorted(k for k in rows_a if k[1] == point and k in rows_b)
 
         def cell(rows: dict, keys: list = keys) -> str:
-            mean = lambda name: statistics.mean(getattr(rows[k], name) for k in keys)  # noqa: E731
+            mean = lambda name: statistics.mean(getattr(rows[k], name) for k in keys)
             return " / ".join(
                 [f"{mean('bpp'):.3f}", f"{mean('psnr'):.2f}", f"{mean('ms_ssim'):.3f}", f"{mean('encode_s'):.1f}",
                  f"{mean('decode_s'):.2f}"])

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 
 import pillow_diffcodec as pdc
-from pillow_diffcodec.models import BUILTIN_MODELS, load_model
-from pillow_diffcodec.models import train_builtin
+from pillow_diffcodec.models import BUILTIN_MODELS, load_model, train_builtin
 
 from .conftest import DATA, psnr
 

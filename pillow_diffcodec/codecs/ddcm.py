@@ -276,7 +276,8 @@ def params_for_bpp(
     """The largest configuration of the family around ``base`` whose whole file is at most ``bpp``.
 
     Atoms M grow first (binary search; topm only while bits still grow with M, up to 2K/3), then
-    K grows 4x at a time. With ``grow_tile`` the tiles 2x, 4x, ... the base tile (up to
+    K grows 4x at a time; what is left of the budget at the end goes to a larger K (any value below the
+    next 4x step), which brings the file within a few percent under the target. With ``grow_tile`` the tiles 2x, 4x, ... the base tile (up to
     MAX_LADDER_TILE) are filled the same way and the smallest tile whose file reaches LADDER_FILL of
     the budget wins (else the fullest): fewer, larger tiles keep every step coded at low rates, which
     measured 1-2 dB better at 0.05-0.1 bpp than coding only the first steps, while small tiles win at
@@ -315,7 +316,10 @@ def params_for_bpp(
     choices = [filled(replace(base, tile=tile)) for tile in tiles if fits(replace(base, tile=tile))]
     if choices:
         full = [params for params in choices if file_size(params) >= LADDER_FILL * budget]
-        return full[0] if full else max(choices, key=file_size)
+        chosen = full[0] if full else max(choices, key=file_size)
+        # The rest of the budget goes to a larger codebook (any K is valid; below the ladder's next 4x step)
+        size = largest(chosen.codebook_size, 4 * chosen.codebook_size - 1, lambda k: replace(chosen, codebook_size=k))
+        return replace(chosen, codebook_size=size)
     base = replace(base, tile=tiles[-1])
     timesteps = model.schedule.timesteps(base.steps)
 
