@@ -64,7 +64,7 @@ def test_missing_model_says_what_and_how(tmp_path, photo, monkeypatch) -> None:
         pdc.encode(photo, model=str(tmp_path / "nope"))
     with pytest.raises(ModelNotFoundError, match=r"'google/ddpm-cifar10-32' \(32x32.*nothing is downloaded"):
         load_model("google/ddpm-cifar10-32")
-    with pytest.raises(ModelNotFoundError, match="No diffusion model in .*; or a pixel DDPM"):
+    with pytest.raises(ModelNotFoundError, match="No model in .* pillow-diffcodec can load: expected .*; or a pixel DDPM"):
         pdc.encode(photo, model=str(tmp_path))
     with pytest.raises(KeyError):  # also a KeyError, like a missing registry entry
         load_model(str(tmp_path / "nope"))

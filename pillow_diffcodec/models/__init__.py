@@ -209,7 +209,7 @@ def load_model(
     layout = _layout_of(directory)
     if layout is None:
         expected = "; or ".join(f"a {layout.kind}: {layout.expects}" for layout in LAYOUTS)
-        raise ModelNotFoundError(f"No diffusion model in {str(directory)!r}: expected {expected}")
+        raise ModelNotFoundError(f"No model in {str(directory)!r} that pillow-diffcodec can load: expected {expected}")
     model = layout.load(directory, name=name, device=device, dtype=dtype)
     _cache[key] = model
     while len(_cache) > MODEL_CACHE_SIZE:
