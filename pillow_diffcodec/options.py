@@ -51,8 +51,9 @@ QUALITY_POINTS_PER_DOUBLING = 25
 ENCODE_OPTIONS: tuple[Option, ...] = (
     Option("bpp", "target rate of the whole file in bits per pixel (header included); the largest configuration "
            "that fits is chosen before encoding", type=float),
-    Option("quality", "0-100 preset for a target rate: bpp = 0.1 * 2 ** (quality / 25) (0.1 at 0, 0.4 at 50, 1.6 at "
-           "100); used when no rate and no codec parameter is given", default=DEFAULT_QUALITY, type=float),
+    Option("quality", f"0-100 preset for a target rate: bpp = {QUALITY_BPP_AT_0} * 2 ** (quality / "
+           f"{QUALITY_POINTS_PER_DOUBLING}); used when no rate and no codec parameter is given",
+           default=DEFAULT_QUALITY, type=float),
     Option("model", "model: 'builtin', a local diffusers folder, or a Hugging Face repo id already in the local "
            "cache", default="builtin", type=str),
     Option("prompt", "text prompt a Stable Diffusion model is conditioned on, stored in the file (DDCM App. B.6; "

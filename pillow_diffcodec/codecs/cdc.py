@@ -80,14 +80,14 @@ def choose_params(
 ) -> CDCParams:
     """The rate point for ``bpp=``/``quality=`` (explicit ``rate_point`` without a rate is used as given)."""
     cdc = _model(model)
-    rate = rate_target(bpp, quality, bool(given))
-    if rate is None:
+    wanted = rate_target(bpp, quality, bool(given))
+    if wanted is None:
         params = CDCParams.from_dict(given)
         cdc.network(params.rate_point)
         return params
     if given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
-    target = rate.bpp
+    target = wanted.bpp
     typical = [8 * file_size(CDCParams(i)) / pixels for i in range(len(cdc.rate_points))]
     fitting = [i for i, rate in enumerate(typical) if rate <= target]
     if not fitting:

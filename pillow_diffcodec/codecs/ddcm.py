@@ -276,12 +276,12 @@ def params_for_bpp(
     """The largest configuration of the family around ``base`` whose whole file is at most ``bpp``.
 
     Atoms M grow first (binary search; topm only while bits still grow with M, up to 2K/3), then
-    K grows 4x at a time; what is left of the budget at the end goes to a larger K (any value below the
-    next 4x step), which brings the file within a few percent under the target. With ``grow_tile`` the tiles 2x, 4x, ... the base tile (up to
+    K grows 4x at a time. With ``grow_tile`` the tiles 2x, 4x, ... the base tile (up to
     MAX_LADDER_TILE) are filled the same way and the smallest tile whose file reaches LADDER_FILL of
     the budget wins (else the fullest): fewer, larger tiles keep every step coded at low rates, which
     measured 1-2 dB better at 0.05-0.1 bpp than coding only the first steps, while small tiles win at
-    higher rates (benchmarks/ladder_study.py). When not even one atom per step fits, only the first
+    higher rates (benchmarks/ladder_study.py). What is left of the budget then goes to a larger K (any
+    value below the next 4x step), which brings the file within a few percent under the target. When not even one atom per step fits, only the first
     steps are coded (a window, K = 1 afterwards) while the sampler keeps all its steps. When even a
     file without payload exceeds the target this raises, or with ``fallback`` returns that smallest
     file with a :class:`RateFallbackWarning`.
