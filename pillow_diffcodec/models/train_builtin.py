@@ -35,6 +35,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..errors import InvalidParameterError
+from .base import resolve_device
+
 HERE = Path(__file__).parent
 OUTPUT = HERE / "builtin"
 STATE = HERE / "training_state" / "f2.pt"
@@ -275,9 +278,13 @@ def main() -> None:
     if args.lean_copy:
         lean_copy(args.state, args.lean_copy)
         return
+    try:
+        device = str(resolve_device(args.device))
+    except InvalidParameterError as exc:
+        raise SystemExit(f"train_builtin: {exc}") from None
     torch.set_num_threads(args.threads)
     train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state, architecture=args.architecture,
-          prediction=args.prediction, init=args.init, device=args.device, batch_size=args.batch)
+          prediction=args.prediction, init=args.init, device=device, batch_size=args.batch)
 
 
 if __name__ == "__main__":
