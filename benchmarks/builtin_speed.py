@@ -15,18 +15,13 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 import pillow_diffcodec as pdc
+from pillow_diffcodec.evaluation.metrics import psnr
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim01.png"
-
-
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b.convert("RGB"), dtype=np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / mse))
 
 
 def main() -> None:

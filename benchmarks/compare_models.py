@@ -15,7 +15,6 @@ import statistics
 from pathlib import Path
 
 from pillow_diffcodec.evaluation import load_results
-from pillow_diffcodec.evaluation.runner import _point_order
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     print(f"| point | images | {args.first.name}: bpp / PSNR / MS-SSIM / enc s / dec s | {args.second.name}: same "
           "| PSNR gain (mean, smallest) | JPEG at the second's rates |")
     print("| --- | ---: | --- | --- | --- | --- |")
-    for point in sorted({p for _, p in rows_a} & {p for _, p in rows_b}, key=_point_order):
+    for point in [p for p in second.points if p in first.points]:  # load_results orders them by rate
         keys = sorted(k for k in rows_a if k[1] == point and k in rows_b)
 
         def cell(rows: dict, keys: list = keys) -> str:
