@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from . import conditioning, container, imagemodes, limits
+from .compute import pinned_compute
 from .codecs import CODECS, DEFAULT_CODEC, CodecEntry, CodecParams, codec_by_name
 from .codecs.base import Progress
 from .errors import (
@@ -64,6 +65,11 @@ def _memory_guard(what: str, width: int, height: int) -> Iterator[None]:
                 "free memory, use a smaller image or another device"
             ) from None
         raise
+
+
+def _codec_compute(entry: CodecEntry) -> contextlib.AbstractContextManager[None]:
+    """The compute settings ``entry``'s maths run under: its pinned thread count, if it declares one."""
+    return pinned_compute(entry.compute_threads) if entry.compute_threads else contextlib.nullcontext()
 
 
 def _to_pixels(image: Image.Image, model: DiffusionModel) -> torch.Tensor:
@@ -179,7 +185,7 @@ def encode_images(
 
     codec_params = runner.choose_params(loaded, params, bpp, quality, whole_file, size[0] * size[1])
     pixels = [_to_pixels(p.coded, loaded) for p in prepared]
-    with _memory_guard("encoding", *size):
+    with _memory_guard("encoding", *size), _codec_compute(entry):
         coded = runner.encode_batch(loaded, codec_params, seed, pixels, progress)
     results = []
     for prep, (payload, recon) in zip(prepared, coded):
@@ -228,7 +234,7 @@ def decode_file(
             f"File was encoded with model {header.model_name!r} (fingerprint {header.fingerprint.hex()}), "
             f"but model {loaded.name!r} has fingerprint {loaded.fingerprint.hex()}"
         )
-    with _memory_guard("decoding", header.width, header.height):
+    with _memory_guard("decoding", header.width, header.height), _codec_compute(parsed.codec):
         pixels = parsed.codec.load().decode(
             loaded, parsed.params, header.seed, header.width, header.height, parsed.payload, progress, **codec_options
         )
@@ -282,6 +288,9 @@ def generate(
     _check_seed(seed)
     loaded = _load_for(entry, model, device, dtype)
     codec_params = entry.params.from_dict(params)
-    payload, pixels = entry.load().generate(loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed))
+    with _codec_compute(entry):
+        payload, pixels = entry.load().generate(
+            loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed)
+        )
     header = _header(entry, codec_params, loaded, mode, (width, height), seed)
     return EncodeResult(container.pack(header, payload), _to_image(pixels).convert(mode))

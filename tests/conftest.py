@@ -19,8 +19,8 @@ from pillow_diffcodec.schedule import NoiseSchedule
 
 @pytest.fixture(autouse=True)
 def _keep_torch_threads() -> Iterator[None]:
-    """Restore torch's thread count after each test: training scripts set their own, and a model's float
-    results (so golden pixels) depend on how many threads split its reductions."""
+    """Restore torch's thread count after each test: training scripts and determinism tests set their own
+    (codecs pin theirs while they run, but training and benchmarks compute at the caller's count)."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

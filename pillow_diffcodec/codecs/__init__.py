@@ -37,6 +37,10 @@ class CodecEntry:
     decode_options: tuple[Option, ...] = ()  # the codec's own decode-time options (api.decode keywords)
     model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel) or "cdc" (a CDC model)
     default_model: str = "builtin"
+    # Intra-op CPU threads the codec's maths run on, so that every decode of a file gives the encoder's
+    # pixels whatever the caller's thread count (see pillow_diffcodec.compute); None: the codec pins its
+    # own (PSC records its count in the file).
+    compute_threads: int | None = 1
 
     def model_or_default(self, model: object) -> object:
         """``model`` as given, or this codec's default model when it is None."""
@@ -71,6 +75,7 @@ CODECS: tuple[CodecEntry, ...] = (
         mime="image/x-psc",
         description="Zero-shot compression by diffusion posterior sampling",
         decode_options=PSC_DECODE_OPTIONS,
+        compute_threads=None,
     ),
     CodecEntry(
         name="CDC",
