@@ -87,8 +87,9 @@ class NoiseSchedule:
             return [n - 1]
         return [i * (n - 1) // (steps - 1) for i in range(steps)][::-1]
 
-    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """Clean-image estimate ``x0hat`` from the model output (DDPM eq. 15; v-prediction per Salimans & Ho 2022)."""
+    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int, *, clip: bool = True) -> torch.Tensor:
+        """Clean-image estimate ``x0hat`` from the model output (DDPM eq. 15; v-prediction per Salimans & Ho 2022),
+        clipped to the schedule's range when it asks for that, unless ``clip=False`` (see :meth:`clip`)."""
         abar = float(self.alphas_cumprod[t])
         a, b = math.sqrt(abar), math.sqrt(1.0 - abar)
         if self.prediction_type == "epsilon":
@@ -97,6 +98,10 @@ class NoiseSchedule:
             x0 = a * x_t - b * model_output
         else:
             x0 = model_output
+        return self.clip(x0) if clip else x0
+
+    def clip(self, x0: torch.Tensor) -> torch.Tensor:
+        """``x0`` clamped to [-clip_sample_range, clip_sample_range] when the schedule clips its samples."""
         if self.clip_sample:
             x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
         return x0

@@ -49,6 +49,22 @@ def test_psnr_of_known_noise():
         metrics.psnr(noisy_image, noisy_image.resize((48, 48)))
 
 
+def test_stripe_ratio_sees_a_one_pixel_stripe_that_psnr_barely_sees():
+    """Issue 27's metric: +-3 levels on alternating columns (PSNR 38.6 dB, which looks harmless) is a
+    ratio in the hundreds along columns and none along rows, on a smooth image with fine grain."""
+    photo = (128 + np.random.default_rng(0).normal(0, 3, size=(64, 96, 3))).round().astype(np.uint8)
+    original = Image.fromarray(photo)
+    striped = photo.astype(int)
+    striped[:, 0::2] += 3
+    striped[:, 1::2] -= 3
+    decoded = Image.fromarray(striped.clip(0, 255).astype(np.uint8))
+    ratios = metrics.stripe_ratios(original, decoded)
+    assert ratios["columns"] > 100 and ratios["rows"] == pytest.approx(1.0, abs=0.05)
+    assert metrics.stripe_ratios(original, original) == {"columns": 1.0, "rows": 1.0}
+    with pytest.raises(ValueError, match="axis"):
+        metrics.alternation_energy(original, "diagonal")
+
+
 def test_ms_ssim_identical_is_one_and_drops_with_noise():
     image = noisy(3, (192, 176))
     assert metrics.ms_ssim(image, image) == pytest.approx(1.0, abs=1e-6)
@@ -171,6 +187,7 @@ def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(first_run):
     assert len(new) == 4
     for row in table.rows:
         assert row.bpp > 0 and row.psnr > 0 and 0 < row.ms_ssim <= 1 and row.encode_s >= 0 and row.decode_s >= 0
+        assert row.stripes_columns is not None and row.stripes_columns >= 0 and row.stripes_rows is not None
         if row.codec == "DDCM":
             assert row.bpp <= 0.5 and json.loads(row.setting)["steps"] == FAST["steps"]
         else:  # the baseline at the DDCM file's rate (or its floor)

@@ -6,6 +6,10 @@
   paper's weights, 11x11 Gaussian window with sigma 1.5, data range 255, mean over RGB. That package needs
   the smaller image side above ``(win - 1) * 16``; smaller images use the largest odd window that fits
   (at least 3, so images need more than 32 px a side), which ``ms_ssim_window`` reports.
+- Stripe ratios: the energy of the one-pixel alternating pattern of the luminance along each axis,
+  decoded over original (:func:`stripe_ratios`). A pixel-unshuffled model (the built-in one works on 2x2
+  blocks) can paint a column or row stripe that PSNR barely sees and the eye sees at once; 1 means the
+  decode carries as much of that pattern as the original, and above 3 it is visible.
 - LPIPS (Zhang et al., CVPR 2018) only when the ``lpips`` package and its AlexNet weights are already on
   the machine; FID/KID of patches (as in the DDCM and PSC papers) need Inception weights, which this
   module never fetches: :func:`perceptual_note` says what was skipped and why. Nothing is downloaded.
@@ -66,6 +70,33 @@ def ms_ssim(a: Image.Image, b: Image.Image) -> float:
     x = torch.from_numpy(_rgb_array(a)).permute(2, 0, 1)[None]
     y = torch.from_numpy(_rgb_array(b)).permute(2, 0, 1)[None]
     return float(_ms_ssim(x, y, data_range=255, size_average=True, win_size=window))
+
+
+def alternation_energy(image: Image.Image, axis: str) -> float:
+    """Energy of the one-pixel alternating pattern of the luminance Y (ITU-R BT.601) along ``axis``.
+
+    ``"columns"``: per row, ``(sum_x Y[x] (-1)^x)^2 / width``, averaged over rows: the Nyquist
+    coefficient of each row, so a stripe that flips every column. ``"rows"``: the same down each column.
+    Without such a pattern it is about the variance of the image's finest detail (a few units for photos).
+    """
+    rgb = _rgb_array(image)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    if axis == "rows":
+        luma = luma.T
+    elif axis != "columns":
+        raise ValueError(f"Expected axis 'columns' or 'rows', got {axis!r}")
+    signs = np.where(np.arange(luma.shape[1]) % 2 == 0, 1.0, -1.0)
+    return float(np.mean((luma @ signs) ** 2) / luma.shape[1])
+
+
+def stripe_ratios(original: Image.Image, decoded: Image.Image) -> dict[str, float]:
+    """Alternating-pattern energy of ``decoded`` over ``original`` per axis: ``{"columns": ..., "rows": ...}``
+    (floored at an energy of 1, so a flat original does not turn rounding into a large ratio)."""
+    _check_sizes(original, decoded)
+    return {
+        axis: alternation_energy(decoded, axis) / max(alternation_energy(original, axis), 1.0)
+        for axis in ("columns", "rows")
+    }
 
 
 @lru_cache(maxsize=1)

@@ -94,16 +94,24 @@ def plot(table: EvalTable, metric: str, path: Path, title: str = "") -> Path:
     return path
 
 
+def _stripes(summary: PointSummary) -> str:
+    """Mean stripe ratios "columns/rows" (metrics.stripe_ratios: 1 = as in the original, > 3 visible), or "-"."""
+    if summary.stripes_columns is None or summary.stripes_rows is None:
+        return "-"
+    return f"{summary.stripes_columns:.1f}/{summary.stripes_rows:.1f}"
+
+
 def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
     """The per-point means and BD-rates as a fixed-width text table."""
     lines = [
-        f"{'codec':<8} {'point':<13} {'n':>3} {'bpp':>7} {'PSNR':>6} {'MS-SSIM':>7} {'enc s':>7} {'dec s':>7}  note"
+        f"{'codec':<8} {'point':<13} {'n':>3} {'bpp':>7} {'PSNR':>6} {'MS-SSIM':>7} {'enc s':>7} {'dec s':>7} "
+        f"{'stripes c/r':>11}  note"
     ]
     for s in table.summary():
         note = f"{s.unreached} at the codec's lowest quality (target below it)" if s.unreached else ""
         lines.append(
             f"{s.codec:<8} {s.point:<13} {s.images:>3} {s.bpp:>7.4f} {s.psnr:>6.2f} {s.ms_ssim:>7.4f} "
-            f"{s.encode_s:>7.2f} {s.decode_s:>7.2f}  {note}".rstrip()
+            f"{s.encode_s:>7.2f} {s.decode_s:>7.2f} {_stripes(s):>11}  {note}".rstrip()
         )
     bd = bd_rates(table, anchor)
     if bd:
@@ -122,14 +130,14 @@ def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
 def format_markdown(table: EvalTable, anchor: str = ANCHOR) -> str:
     """The per-point means and BD-rates as Markdown tables (for READMEs and reports)."""
     lines = [
-        "| codec | point | images | bpp | PSNR (dB) | MS-SSIM | encode s | decode s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| codec | point | images | bpp | PSNR (dB) | MS-SSIM | encode s | decode s | stripes columns / rows |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in table.summary():
         floor = f" ({s.unreached} at floor)" if s.unreached else ""
         lines.append(
             f"| {s.codec} | {s.point} | {s.images}{floor} | {s.bpp:.4f} | {s.psnr:.2f} | {s.ms_ssim:.4f} "
-            f"| {s.encode_s:.2f} | {s.decode_s:.2f} |"
+            f"| {s.encode_s:.2f} | {s.decode_s:.2f} | {_stripes(s)} |"
         )
     bd = bd_rates(table, anchor)
     if bd:

@@ -115,7 +115,13 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
 
 
 def _measure(original: Image.Image, decoded: Image.Image, with_lpips: bool) -> dict[str, Any]:
-    values: dict[str, Any] = {"psnr": metrics.psnr(original, decoded), "ms_ssim": metrics.ms_ssim(original, decoded)}
+    stripes = metrics.stripe_ratios(original, decoded)
+    values: dict[str, Any] = {
+        "psnr": metrics.psnr(original, decoded),
+        "ms_ssim": metrics.ms_ssim(original, decoded),
+        "stripes_columns": stripes["columns"],
+        "stripes_rows": stripes["rows"],
+    }
     if with_lpips:
         values["lpips"] = metrics.lpips_distance(original, decoded)
     return values

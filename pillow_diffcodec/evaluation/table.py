@@ -42,6 +42,9 @@ class Row:
     width: int = 0
     height: int = 0
     lpips: float | None = None
+    # alternating-pattern energy over the original's, per axis (metrics.stripe_ratios); None in old journals
+    stripes_columns: float | None = None
+    stripes_rows: float | None = None
 
     @property
     def key(self) -> Key:
@@ -78,6 +81,8 @@ class PointSummary:
     decode_s: float
     unreached: int  # baseline rows at their floor (target below the codec's lowest quality)
     lpips: float | None = None
+    stripes_columns: float | None = None  # mean over the images that have it
+    stripes_rows: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,6 +91,12 @@ class PointSummary:
 def _mean(values: Iterable[float]) -> float:
     items = list(values)
     return statistics.fmean(items) if items else math.nan
+
+
+def _mean_of_known(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are not None (rows from older journals lack newer metrics); None if none is."""
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
 @dataclass
@@ -122,7 +133,6 @@ class EvalTable:
                 group = [r for r in self.rows if r.codec == codec and r.point == point]
                 if not group:
                     continue
-                lpips = [r.lpips for r in group if r.lpips is not None]
                 result.append(
                     PointSummary(
                         codec=codec,
@@ -134,7 +144,9 @@ class EvalTable:
                         encode_s=_mean(r.encode_s for r in group),
                         decode_s=_mean(r.decode_s for r in group),
                         unreached=sum(not r.reached for r in group),
-                        lpips=_mean(lpips) if lpips else None,
+                        lpips=_mean_of_known(r.lpips for r in group),
+                        stripes_columns=_mean_of_known(r.stripes_columns for r in group),
+                        stripes_rows=_mean_of_known(r.stripes_rows for r in group),
                     )
                 )
         return result

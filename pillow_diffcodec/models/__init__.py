@@ -70,15 +70,20 @@ LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has 
     ),
 )
 DEFAULT_MODEL = "builtin"
-# "builtin" is the default (since issue 11: architecture "f2", 2x2 pixel unshuffle). "builtin-v1" is the
-# first default (4x4 unshuffle); files that name "builtin" with its fingerprint still decode through it
-# (RETIRED_BUILTINS). "builtin-f2" is the 3600-step preview of today's default, kept so its files decode.
+# "builtin" is the default (since issue 11: architecture "f2", 2x2 pixel unshuffle; since issue 27 its
+# clean estimates have equal sub-pixel means, which removed a one-pixel stripe). Files that name "builtin"
+# with an earlier fingerprint still decode (RETIRED_BUILTINS): through "builtin-v1", the first default
+# (4x4 unshuffle), and "builtin-v2", today's weights without the sub-pixel correction. "builtin-f2" is the
+# 3600-step preview of today's weights, kept so its files decode.
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
 BUILTIN_MODELS = {
-    name: Path(__file__).parent / name for name in ("builtin", "builtin-v1", "builtin-f2", "builtin-cdc")
+    name: Path(__file__).parent / name for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-f2", "builtin-cdc")
 }
 # (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
-RETIRED_BUILTINS = {("builtin", bytes.fromhex("d8e48de3")): "builtin-v1"}
+RETIRED_BUILTINS = {
+    ("builtin", bytes.fromhex("d8e48de3")): "builtin-v1",
+    ("builtin", bytes.fromhex("36ced4e6")): "builtin-v2",
+}
 KNOWN_PIXEL_MODELS = {
     "google/ddpm-cifar10-32": "32x32, UNet2DModel blocks (128, 256, 256, 256), 35.7M parameters",
     "google/ddpm-celebahq-256": "256x256 faces, UNet2DModel blocks (128, 128, 256, 256, 512, 512), 113.7M parameters",

@@ -9,7 +9,8 @@ Loads the two local layouts a pixel DDPM comes in:
 
 An optional ``diffcodec.json`` beside them may set ``pixel_unshuffle`` (f): the UNet then sees
 ``pixel_unshuffle(x, f)`` (f*f*C channels at 1/f resolution) and its output is shuffled back, which
-is how the built-in model stays fast on CPU while the diffusion runs in pixel space.
+is how the built-in model stays fast on CPU while the diffusion runs in pixel space; and
+``equalize_subpixel_means`` (see :func:`equalize_subpixel_means`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,25 @@ def find_pixel_layout(directory: Path) -> tuple[Path, Path] | None:
     return None
 
 
+def equalize_subpixel_means(x0: torch.Tensor, factor: int) -> torch.Tensor:
+    """Give the f x f sub-pixel positions of ``x0`` (C, H, W) one mean per channel.
+
+    Why (issue 27): an epsilon-predicting UNet on ``pixel_unshuffle``-d images outputs each sub-pixel
+    position as its own channel, and a small bias between those channels (about 0.01 in epsilon, within
+    the training loss's noise) becomes ``sqrt(1 - abar_t) / sqrt(abar_t)`` times larger in the clean
+    estimate ``x0hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` (DDPM eq. 15): 50-130 grey levels at
+    t > 750. DDCM's chain adds ``c0 x0hat`` to every step, so decodes carried an image-wide offset between
+    even and odd columns and rows (5 levels on a Kodak crop at 0.1 bpp, a visible one-pixel stripe).
+    Natural images have the same mean at every sub-pixel position (Kodak crops: within 0.2 levels), so
+    the estimate is projected onto that: each position's spatial mean is replaced by the mean over positions.
+    """
+    channels, height, width = x0.shape
+    cells = torch.nn.functional.pixel_unshuffle(x0[None], factor)[0].view(channels, factor * factor, -1)
+    means = cells.mean(dim=2, keepdim=True)
+    cells = cells - means + means.mean(dim=1, keepdim=True)
+    return torch.nn.functional.pixel_shuffle(cells.reshape(1, -1, height // factor, width // factor), factor)[0]
+
+
 class PixelDiffusionModel:
     """A DDPM denoiser in pixel space with images scaled to [-1, 1] (a :class:`~.base.DiffusionModel`).
 
@@ -64,9 +84,11 @@ class PixelDiffusionModel:
         device: torch.device | str | None = None,
         dtype: torch.dtype = DEFAULT_DTYPE,
         pixel_unshuffle: int = 1,
+        equalize_subpixel_means: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.pixel_unshuffle = pixel_unshuffle
+        self.equalize_subpixel_means = equalize_subpixel_means and pixel_unshuffle > 1
         self.dtype = dtype
         if next(unet.parameters()).dtype != dtype:
             unet = unet.to(dtype=dtype)
@@ -101,6 +123,7 @@ class PixelDiffusionModel:
         return cls(
             unet, schedule, name or str(directory), device=device, dtype=dtype,
             pixel_unshuffle=int(extra.get("pixel_unshuffle", 1)),
+            equalize_subpixel_means=bool(extra.get("equalize_subpixel_means", False)),
         )
 
     @property
@@ -124,6 +147,8 @@ class PixelDiffusionModel:
         digest.update(self.schedule.canonical_bytes())
         if self.pixel_unshuffle != 1:
             digest.update(f"pixel_unshuffle={self.pixel_unshuffle}".encode())
+        if self.equalize_subpixel_means:
+            digest.update(b"|equalize_subpixel_means")
         for key, tensor in sorted(self.unet.state_dict().items()):
             values = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
             digest.update(f"{key}:{tuple(values.shape)}".encode())
@@ -163,4 +188,7 @@ class PixelDiffusionModel:
         output = self.unet(x, torch.tensor([t], device=self.device)).sample
         if self.pixel_unshuffle != 1:
             output = torch.nn.functional.pixel_shuffle(output, self.pixel_unshuffle)
-        return self.schedule.predict_x0(output[0].to(torch.float32), x_t, t)
+        x0 = self.schedule.predict_x0(output[0].to(torch.float32), x_t, t, clip=False)
+        if self.equalize_subpixel_means:
+            x0 = equalize_subpixel_means(x0, self.pixel_unshuffle)
+        return self.schedule.clip(x0)

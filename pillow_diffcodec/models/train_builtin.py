@@ -128,7 +128,9 @@ def export(
     (output / "model_index.json").write_text(json.dumps(
         {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]},
         indent=2) + "\n")
-    (output / "diffcodec.json").write_text(json.dumps({"pixel_unshuffle": ARCHITECTURES[architecture][0]}, indent=2) + "\n")
+    factor = ARCHITECTURES[architecture][0]
+    adapter = {"pixel_unshuffle": factor, "equalize_subpixel_means": factor > 1}  # see models.pixel, issue 27
+    (output / "diffcodec.json").write_text(json.dumps(adapter, indent=2) + "\n")
     plot_loss(losses, output / "loss.png")
     facts = {
         "architecture": architecture, "prediction": prediction, "steps": step, "seed": seed, "batch": batch_size,
