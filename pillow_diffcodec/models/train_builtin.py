@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from ..errors import InvalidParameterError
+from ..training.data import load_photos, random_crops
+from ..training.loop import plot_loss, save_state, update_ema, warm_up
 from .base import resolve_device
 
 HERE = Path(__file__).parent
@@ -64,52 +65,6 @@ def unet_config(architecture: str) -> dict[str, Any]:
         down_block_types=("DownBlock2D",) * len(blocks), up_block_types=("UpBlock2D",) * len(blocks),
         norm_num_groups=16,
     )
-
-
-def load_photos(folder: Path) -> list[torch.Tensor]:
-    """Every PNG/JPEG in ``folder`` as float tensors (3, H, W) in [-1, 1]."""
-    photos = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-            array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-            photos.append(torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0)
-    if not photos:
-        raise SystemExit(f"No training photos in {folder}")
-    return photos
-
-
-def batch(photos: list[torch.Tensor], seed: int, step: int, size: int = BATCH, crop: int = CROP) -> torch.Tensor:
-    """Batch ``step``: ``size`` random ``crop`` x ``crop`` crops with random horizontal flips, a pure
-    function of (seed, step)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    crops = []
-    for _ in range(size):
-        photo = photos[int(torch.randint(len(photos), (1,), generator=gen))]
-        top = int(torch.randint(photo.shape[1] - crop + 1, (1,), generator=gen))
-        left = int(torch.randint(photo.shape[2] - crop + 1, (1,), generator=gen))
-        piece = photo[:, top : top + crop, left : left + crop]
-        crops.append(piece.flip(-1) if bool(torch.randint(2, (1,), generator=gen)) else piece)
-    return torch.stack(crops)
-
-
-def plot_loss(losses: list[float], path: Path) -> None:
-    """A small loss-curve PNG (moving average of 100 steps), drawn with Pillow."""
-    width, height, margin = 640, 320, 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    values = np.convolve(losses, np.ones(100) / 100, mode="valid") if len(losses) >= 100 else np.asarray(losses)
-    if len(values) > 1:
-        low, high = float(values.min()), float(values.max())
-        points = [
-            (margin + i * (width - 2 * margin) / (len(values) - 1),
-             height - margin - (v - low) / max(high - low, 1e-9) * (height - 2 * margin))
-            for i, v in enumerate(values)
-        ]
-        draw.line(points, fill="navy", width=2)
-        draw.text((margin, 10), f"training loss (MSE, 100-step mean): {high:.4f} -> {values[-1]:.4f}", fill="black")
-        draw.text((margin, height - 25), f"steps 0 .. {len(losses)}", fill="black")
-    draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
-    image.save(path)
 
 
 def export(
@@ -143,22 +98,9 @@ def export(
 
 def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiser: torch.optim.Optimizer,
                 step: int, losses: list[float], architecture: str, prediction: str) -> None:
-    """Save a resumable state; tensors are stored on the CPU, so a state written on a GPU resumes anywhere."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-             "step": step, "losses": losses, "architecture": architecture, "prediction": prediction}
-    torch.save(_on_cpu(state), path)
-
-
-def _on_cpu(value: Any) -> Any:
-    """``value`` with every tensor inside (dicts, lists, tuples) moved to the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, dict):
-        return {key: _on_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_on_cpu(item) for item in value)
-    return value
+    """Save a resumable state (tensors on the CPU, so a state written on a GPU resumes anywhere)."""
+    save_state(path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                      "step": step, "losses": losses, "architecture": architecture, "prediction": prediction})
 
 
 def train(
@@ -206,7 +148,7 @@ def train(
     unshuffle, end = torch.nn.PixelUnshuffle(ARCHITECTURES[architecture][0]), time.monotonic() + 60 * minutes
     model.train()
     while time.monotonic() < end and (max_steps is None or step < max_steps):
-        x0 = batch(photos, seed, step, batch_size)
+        x0 = random_crops(photos, seed, step, batch_size, CROP)
         gen = torch.Generator().manual_seed(seed * 7_000_003 + step)
         t = torch.randint(0, 1000, (batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
@@ -215,15 +157,11 @@ def train(
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         target = eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
         loss = (model(unshuffle(x_t), t).sample - unshuffle(target)).square().mean()
-        for group in optimiser.param_groups:
-            group["lr"] = LEARNING_RATE * min(1.0, (step + 1 - warmed_from) / WARMUP_STEPS)
+        warm_up(optimiser, LEARNING_RATE, step - warmed_from, WARMUP_STEPS)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))  # EMA warm-up: early random weights fade fast
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
+        update_ema(ema, model, step, EMA_DECAY)
         losses.append(float(loss.detach()))
         step += 1
         if step % checkpoint_every == 0:

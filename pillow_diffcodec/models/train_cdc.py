@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .cdc import CDCArchitecture, CDCNetwork, RatePoint, write_rate_point
 from .cdc_decoder import alpha_bar
-from .train_builtin import batch, load_photos
+from ..training.data import load_photos, random_crops, to_unit_range
 
 HERE = Path(__file__).parent
 OUTPUT = HERE / "builtin-cdc"
@@ -69,7 +69,7 @@ def typical_bpp(network: CDCNetwork, photos: list[torch.Tensor]) -> float:
             h, w = photo.shape[1:]
             side = min(TYPICAL_CROP, h // 64 * 64, w // 64 * 64)
             top, left = (h - side) // 2, (w - side) // 2
-            out = network.transform(photo[None, :, top : top + side, left : left + side])
+            out = network.transform(to_unit_range(photo[None, :, top : top + side, left : left + side]))
             bits, pixels = bits + float(out.bits.sum()), pixels + side * side
     return bits / pixels
 
@@ -109,7 +109,7 @@ def train(args: argparse.Namespace, report: Any = None) -> None:
     end = time.monotonic() + 60 * args.minutes
     model.train()
     while time.monotonic() < end and (args.max_steps is None or step < args.max_steps):
-        x0 = batch(photos, args.seed, step, BATCH, CROP).to(device)
+        x0 = random_crops(photos, args.seed, step, BATCH, CROP).to(device)
         gen = torch.Generator().manual_seed(args.seed * 7_000_003 + step)
         torch.manual_seed(args.seed * 5_000_011 + step)  # the latents' uniform noise
         mse, bpp = loss_terms(trained.module if hasattr(trained, "module") else trained, x0, gen)
