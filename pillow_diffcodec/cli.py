@@ -85,6 +85,7 @@ def expand(inputs: Sequence[str], suffixes: frozenset[str] | None = None) -> Job
     job = Job()
     for item in inputs:
         fs, path = _strip(item)
+        path = posixpath.normpath(path)  # "dir/../x" -> "x", so common folders are found and outputs stay inside -o
         chained = "::" in item or "://" in item
         def url_of(found: str) -> str:
             return fs.unstrip_protocol(found) if chained else found
@@ -104,11 +105,18 @@ def expand(inputs: Sequence[str], suffixes: frozenset[str] | None = None) -> Job
     return job
 
 
+def _inside(relative: str) -> str:
+    """``relative`` as a path that cannot leave the folder it is joined to: no ``..``, ``.`` or leading ``/``."""
+    parts = [part for part in posixpath.normpath(relative).split("/") if part not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
 def plan_outputs(job: Job, out: str, suffix: str) -> None:
     """Give every source its output URL; refuse (UsageError) when two sources would write one output.
 
     One source and an ``out`` that is not a folder: ``out`` itself. Otherwise ``out/<path relative to the
-    sources' common folder>`` with the suffix replaced, like ``cp -r`` keeps structure.
+    sources' common folder>`` with the suffix replaced, like ``cp -r`` keeps structure. Input paths are
+    normalised first and ``..`` never survives into an output, so nothing is written outside ``out``.
     """
     sources = [source for source, _ in job.pairs]
     out_fs, out_path = _strip(out)
@@ -123,8 +131,8 @@ def plan_outputs(job: Job, out: str, suffix: str) -> None:
     planned: dict[str, Source] = {}
     pairs = []
     for source in sources:
-        relative = posixpath.relpath(source.path, common) if common else source.path.lstrip("/")
-        target = out.rstrip("/") + "/" + posixpath.splitext(relative)[0] + suffix
+        relative = posixpath.relpath(source.path, common) if common else source.path
+        target = out.rstrip("/") + "/" + posixpath.splitext(_inside(relative))[0] + suffix
         if target in planned:
             raise UsageError(
                 f"{planned[target].url} and {source.url} would both be written to {target}; "

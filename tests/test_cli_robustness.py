@@ -68,6 +68,18 @@ def test_two_inputs_with_one_name_keep_their_folders(folder, model_dir) -> None:
         "a", "a/x.ddcm", "b", "b/x.ddcm"]
 
 
+def test_outputs_never_escape_the_output_folder(folder, model_dir) -> None:
+    """``encode x.png ../b/x.jpg -o enc/`` run inside ``a/``: both outputs inside ``enc/``, and so for decode."""
+    def run_in(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([SCRIPT, *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=300)
+
+    before = {p for p in folder.rglob("*")}
+    run_in(folder / "a", "encode", "x.png", "../b/x.jpg", "-o", "enc/", "--model", str(model_dir), *FAST_FLAGS)
+    run_in(folder / "a" / "enc", "decode", "a/x.ddcm", "../enc/b/x.ddcm", "-o", "../png/")
+    made = sorted(p.relative_to(folder).as_posix() for p in set(folder.rglob("*")) - before if p.is_file())
+    assert made == ["a/enc/a/x.ddcm", "a/enc/b/x.ddcm", "a/png/a/x.png", "a/png/b/x.png"]
+
+
 def test_two_inputs_for_one_output_are_refused_before_encoding(folder, model_dir, photo) -> None:
     photo.save(folder / "a" / "x.jpg")
     result = run("encode", str(folder / "a" / "x.png"), str(folder / "a" / "x.jpg"), "-o", str(folder / "out"),
