@@ -24,11 +24,10 @@ worst case of every measurement when unlimited), and a file is never larger than
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +42,7 @@ from ..errors import (
     InvalidParameterError,
     RateFallbackWarning,
 )
+from ..compute import pinned_compute
 from ..models import DiffusionModel
 from ..options import rate_target
 from . import ddrm
@@ -83,19 +83,6 @@ def compute_signature(model: DiffusionModel) -> str:
     elif device.type == "cpu":
         parts.append(torch.backends.cpu.get_cpu_capability())
     return "; ".join(parts)
-
-
-@contextlib.contextmanager
-def pinned_compute(threads: int) -> Iterator[None]:
-    """Run with ``threads`` intra-op CPU threads and deterministic cuDNN, restoring the caller's settings."""
-    old = torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
 
 
 def next_rows(samples: torch.Tensor, rows: torch.Tensor, r: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
