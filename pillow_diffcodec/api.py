@@ -29,7 +29,7 @@ from .errors import (
     UnsupportedImageError,
 )
 from .fileinfo import ParsedFile, info, read_file
-from .models import DiffusionModel, check_kind, condition, load_model, reference_for_file
+from .models import DiffusionModel, check_kind, condition, load_model, pixels_per_position, reference_for_file
 from .options import check_known
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
@@ -226,8 +226,9 @@ def decode_file(
     """Decode an already parsed file (see :func:`decode`)."""
     header = parsed.header
     check_known(codec_options, parsed.codec.decode_options, f"{parsed.codec.name} decode")
-    limits.check_decode(parsed.decode_model_calls(**codec_options), header.width, header.height, max_work, max_pixels)
     stored = reference_for_file(header.model_name, header.fingerprint)
+    limits.check_decode(parsed.decode_model_calls(**codec_options), header.width, header.height, max_work, max_pixels,
+                        pixels_per_position(model if model is not None else stored))
     loaded = condition(_load_for(parsed.codec, model if model is not None else stored, device, dtype), parsed.conditioning)
     if loaded.fingerprint != header.fingerprint:
         raise ModelMismatchError(
@@ -255,8 +256,9 @@ def decode(
     """Decode a file to a PIL image.
 
     An explicit ``model`` wins over the reference stored in the file; either way its fingerprint must
-    match. ``max_pixels`` and ``max_work`` (model calls x pixels) default to the limits in
-    :mod:`pillow_diffcodec.limits`; both are checked before a model is loaded. ``codec_options`` are the
+    match. ``max_pixels`` and ``max_work`` (model calls x the model's positions: pixels, or latent positions
+    for a latent model) default to the limits in :mod:`pillow_diffcodec.limits`; both are checked before a
+    model is loaded. ``codec_options`` are the
     file's codec's own decode options (its registry entry's ``decode_options``, e.g. PSC's
     ``max_measurements``, ``sampler``, ``force``); others raise InvalidParameterError.
     """

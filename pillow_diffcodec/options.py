@@ -74,8 +74,8 @@ DECODE_OPTIONS: tuple[Option, ...] = (
            type=str),
     Option("device", "torch device to run the model on", default="cpu", type=str),
     Option("dtype", "model precision", default="float32", type=str, choices=DTYPE_NAMES),
-    Option("max_work", "refuse files that need more than this many model calls x pixels "
-           "(pillow_diffcodec.limits.MAX_DECODE_WORK)", default=limits.MAX_DECODE_WORK, type=int),
+    Option("max_work", "refuse files that need more than this many model calls x model positions (pixels, or "
+           "latent positions for a latent model; pillow_diffcodec.limits.MAX_DECODE_WORK)", default=limits.MAX_DECODE_WORK, type=int),
     Option("max_pixels", "refuse images larger than this many pixels (pillow_diffcodec.limits.MAX_DECODE_PIXELS)",
            default=limits.MAX_DECODE_PIXELS, type=int),
     Option("progress", "callable(done, total) called after each model call", cli=False),

@@ -170,7 +170,7 @@ def test_prompt_errors(sd, model, photo) -> None:
 
 def test_guidance_doubles_the_counted_decode_work(sd, photo) -> None:
     data = pdc.encode(photo, model=sd, prompt="a cat", guidance=2.0, **FAST)
-    work = FAST["steps"] * photo.width * photo.height
+    work = FAST["steps"] * photo.width * photo.height // sd.vae_factor**2  # counted in latent positions
     with pytest.raises(DecompressionBombError):
         pdc.decode(data, max_work=2 * work - 1)
     pdc.decode(data, max_work=2 * work)

@@ -33,7 +33,7 @@ from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError
 from .base import DiffusionModel, resolve_device, resolve_dtype
 from .cdc import CDCModel, is_cdc_folder
-from .latent import LatentDiffusionModel, find_latent_layout
+from .latent import LatentDiffusionModel, find_latent_layout, find_unconditional_latent_layout, vae_factor_of
 from .pixel import PixelDiffusionModel, find_pixel_layout
 
 
@@ -61,6 +61,13 @@ LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has 
         recognises=find_latent_layout,
         load=LatentDiffusionModel.from_directory,
     ),
+    ModelLayout(  # before the pixel DDPM: it also has unet/ and scheduler/
+        kind="unconditional latent pipeline",
+        expects="unet/ (UNet2DModel), vae/ (AutoencoderKL) and scheduler/scheduler_config.json, no text encoder "
+        "(python -m pillow_diffcodec.training.latent)",
+        recognises=find_unconditional_latent_layout,
+        load=LatentDiffusionModel.from_directory,
+    ),
     ModelLayout(
         kind="pixel DDPM",
         expects="unet/ + scheduler/scheduler_config.json (DDPMPipeline.save_pretrained) or config.json + "
@@ -76,8 +83,11 @@ DEFAULT_MODEL = "builtin"
 # (4x4 unshuffle), and "builtin-v2", today's weights without the sub-pixel correction. "builtin-f2" is the
 # 3600-step preview of today's weights, kept so its files decode.
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
+# "builtin-latent" is an unconditional latent diffusion model (issue 20: an f8 autoencoder and a DDPM on
+# its latents), the offline model of the latent codecs.
 BUILTIN_MODELS = {
-    name: Path(__file__).parent / name for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-f2", "builtin-cdc")
+    name: Path(__file__).parent / name
+    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-f2", "builtin-cdc", "builtin-latent")
 }
 # (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
 RETIRED_BUILTINS = {
@@ -111,7 +121,8 @@ _cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel] = OrderedDi
 
 __all__ = [
     "LAYOUTS", "CDCModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
-    "condition", "kind_of", "load_model", "locate", "reference_for_file", "resolve_device", "resolve_dtype",
+    "condition", "kind_of", "load_model", "locate", "pixels_per_position", "reference_for_file", "resolve_device",
+    "resolve_dtype",
 ]
 Model = DiffusionModel | CDCModel
 
@@ -185,6 +196,19 @@ def reference_for_file(name: str, fingerprint: bytes) -> str:
     """The model reference that decodes a file naming model ``name`` with ``fingerprint``: the name itself,
     or the folder a replaced built-in model moved to (``RETIRED_BUILTINS``)."""
     return RETIRED_BUILTINS.get((name, fingerprint), name)
+
+
+def pixels_per_position(reference: str | Path | Model | None) -> int:
+    """How many image pixels one position of the model's sample stands for (1 for pixel models, 64 for an
+    f8 latent model), known without loading weights, so that decode limits count model positions. A model
+    that cannot be found counts as pixels (the strictest limit); loading it then says what is missing."""
+    if reference is not None and not isinstance(reference, (str, Path)):
+        return int(getattr(reference, "vae_factor", 1)) ** 2
+    try:
+        _, directory = locate(DEFAULT_MODEL if reference is None else reference)
+    except ModelNotFoundError:
+        return 1
+    return vae_factor_of(directory) ** 2
 
 
 def _layout_of(directory: Path) -> ModelLayout | None:

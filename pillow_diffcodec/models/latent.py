@@ -9,9 +9,12 @@ through the VAE decoder ``D(x0 / scaling_factor)``.
 The folder layout is the one ``StableDiffusionPipeline.save_pretrained`` writes and the Hugging Face
 repos of SD 1.4/1.5 and 2.1 (base: epsilon, 768: v-prediction) ship: ``unet/`` (UNet2DConditionModel),
 ``vae/`` (AutoencoderKL), ``text_encoder/`` + ``tokenizer/`` (CLIP) and
-``scheduler/scheduler_config.json``. Only the fp16 variant of the weights may be present.
+``scheduler/scheduler_config.json``. Only the fp16 variant of the weights may be present. An
+*unconditional* latent pipeline (the built-in ``builtin-latent``, :mod:`pillow_diffcodec.training.latent`)
+has the same folders without ``text_encoder/`` and ``tokenizer/``, and its ``unet/`` is a plain
+``UNet2DModel``; it takes no prompt.
 
-Conditioning: unconditional by default (the empty prompt's CLIP embedding, computed once per model);
+Conditioning (text pipelines): unconditional by default (the empty prompt's CLIP embedding, computed once per model);
 :meth:`LatentDiffusionModel.with_conditioning` gives a view with a text prompt and classifier-free
 guidance (DDCM App. B.6; see :mod:`pillow_diffcodec.conditioning`). The UNet runs in the model
 dtype; the VAE and text encoder always run in float32 (the fp16 SD VAE overflows on some images),
@@ -53,6 +56,29 @@ def find_latent_layout(directory: Path) -> bool:
     )
 
 
+def find_unconditional_latent_layout(directory: Path) -> bool:
+    """Whether ``directory`` holds an unconditional latent pipeline: ``unet/`` and ``vae/`` (each with config.json)
+    and ``scheduler/scheduler_config.json``, no text encoder."""
+    return (
+        all((directory / part / "config.json").is_file() for part in ("unet", "vae"))
+        and not (directory / "text_encoder").exists()
+        and (directory / "scheduler" / "scheduler_config.json").is_file()
+    )
+
+
+def vae_factor_of(directory: Path) -> int:
+    """The VAE's down-sampling factor per side read from ``vae/config.json`` (no weights are loaded); 1 when
+    ``directory`` holds no latent pipeline, so that callers can count model positions before loading."""
+    config = directory / "vae" / "config.json"
+    if not (find_latent_layout(directory) or find_unconditional_latent_layout(directory)):
+        return 1
+    try:
+        blocks = json.loads(config.read_text(encoding="utf-8"))["block_out_channels"]
+        return 2 ** (len(blocks) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1  # an unreadable config: counted as pixels (the stricter limit); loading will say what is wrong
+
+
 def _variant(folder: Path) -> str | None:
     """``"fp16"`` when a component folder holds only the fp16 variant of its weights (``*.fp16.safetensors``)."""
     names = {path.name for path in folder.iterdir()}
@@ -69,35 +95,37 @@ def _hash_tensors(digest: Any, named: Iterable[tuple[str, torch.Tensor]]) -> Non
         digest.update(values.numpy().data)
 
 
-def weights_digest(unet: Any, vae: Any, text_encoder: Any, schedule: NoiseSchedule) -> bytes:
+def weights_digest(unet: Any, vae: Any, text_encoder: Any | None, schedule: NoiseSchedule) -> bytes:
     """BLAKE2b-256 of what decoding depends on apart from the prompt (docs/FORMAT.md, "Model fingerprint").
 
     The schedule, the VAE scaling factor, the UNet, the VAE decoder (``decoder.*``, ``post_quant_conv.*``)
-    and the text encoder, each weight as float32, so the digest does not depend on the device or dtype
-    the model later runs in.
+    and the text encoder (none in an unconditional pipeline), each weight as float32, so the digest does
+    not depend on the device or dtype the model later runs in.
     """
     digest = hashlib.blake2b(digest_size=32)
     digest.update(b"latent|" + schedule.canonical_bytes())
     digest.update(f"|scaling_factor={float(vae.config.scaling_factor)!r}".encode())
     _hash_tensors(digest, (("unet." + k, v) for k, v in unet.state_dict().items()))
     _hash_tensors(digest, (("vae." + k, v) for k, v in vae.state_dict().items() if k.startswith(VAE_DECODER_PREFIXES)))
-    _hash_tensors(digest, (("text_encoder." + k, v) for k, v in text_encoder.state_dict().items()))
+    if text_encoder is not None:
+        _hash_tensors(digest, (("text_encoder." + k, v) for k, v in text_encoder.state_dict().items()))
     return digest.digest()
 
 
 class LatentDiffusionModel:
-    """A Stable Diffusion UNet on VAE latents with its text conditioning (a :class:`~.base.DiffusionModel`).
+    """A UNet on VAE latents, with its text conditioning when it has a text encoder (a :class:`~.base.DiffusionModel`).
 
     ``fingerprint`` covers the weights (:func:`weights_digest`) and the conditioning actually used:
-    the token ids fed to the text encoder and, with classifier-free guidance, the scale.
+    the token ids fed to the text encoder and, with classifier-free guidance, the scale. Without a text
+    encoder (``text_encoder=None``, ``tokenizer=None``) the UNet is called without text and a prompt is refused.
     """
 
     def __init__(
         self,
         unet: Any,
         vae: Any,
-        text_encoder: Any,
-        tokenizer: Any,
+        text_encoder: Any | None,
+        tokenizer: Any | None,
         schedule: NoiseSchedule,
         name: str,
         *,
@@ -112,7 +140,9 @@ class LatentDiffusionModel:
         self.weights_digest = weights_digest(unet, vae, text_encoder, self.schedule)  # before any dtype change
         self.unet = unet.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.vae = vae.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
-        self.text_encoder = text_encoder.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
+        if text_encoder is not None:
+            text_encoder = text_encoder.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
+        self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
@@ -127,29 +157,33 @@ class LatentDiffusionModel:
         device: torch.device | str | None = None,
         dtype: torch.dtype = DEFAULT_DTYPE,
     ) -> LatentDiffusionModel:
-        """Load a local Stable Diffusion pipeline folder (nothing is downloaded)."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+        """Load a local Stable Diffusion pipeline folder, or an unconditional latent pipeline (nothing is downloaded)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         directory = Path(directory).expanduser().resolve()
-        if not find_latent_layout(directory):
+        text = find_latent_layout(directory)
+        if not text and not find_unconditional_latent_layout(directory):
             raise ModelNotFoundError(
-                f"No Stable Diffusion pipeline in {str(directory)!r}: expected unet/, vae/, text_encoder/ (each with "
-                "config.json and weights), tokenizer/ and scheduler/scheduler_config.json"
+                f"No latent diffusion pipeline in {str(directory)!r}: expected unet/ and vae/ (each with config.json "
+                "and weights), scheduler/scheduler_config.json and, for a text-conditioned one, text_encoder/ and "
+                "tokenizer/"
             )
+        text_encoder = tokenizer = None
         try:
             # low_cpu_mem_usage=False: no `accelerate` needed; float32 first, so the fingerprint sees exact weights
             unet, vae = (
                 kind.from_pretrained(str(directory / part), local_files_only=True, low_cpu_mem_usage=False,
                                      variant=_variant(directory / part)).float()
-                for kind, part in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae"))
+                for kind, part in ((UNet2DConditionModel if text else UNet2DModel, "unet"), (AutoencoderKL, "vae"))
             )
-            text_encoder = CLIPTextModel.from_pretrained(
-                str(directory / "text_encoder"), local_files_only=True, variant=_variant(directory / "text_encoder")
-            ).float()
-            tokenizer = CLIPTokenizer.from_pretrained(str(directory / "tokenizer"), local_files_only=True)
+            if text:
+                text_encoder = CLIPTextModel.from_pretrained(
+                    str(directory / "text_encoder"), local_files_only=True, variant=_variant(directory / "text_encoder")
+                ).float()
+                tokenizer = CLIPTokenizer.from_pretrained(str(directory / "tokenizer"), local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelNotFoundError(f"Cannot load the Stable Diffusion pipeline in {str(directory)!r}: {exc}") from None
+            raise ModelNotFoundError(f"Cannot load the latent diffusion pipeline in {str(directory)!r}: {exc}") from None
         with (directory / "scheduler" / "scheduler_config.json").open(encoding="utf-8") as handle:
             schedule = NoiseSchedule.from_config(json.load(handle))
         return cls(unet, vae, text_encoder, tokenizer, schedule, name or str(directory), device=device, dtype=dtype)
@@ -176,6 +210,14 @@ class LatentDiffusionModel:
 
     def _set_conditioning(self, conditioning: TextConditioning | None) -> None:
         """Fix the prompts fed to the text encoder (empty, prompt, or both for guidance) and the fingerprint."""
+        if self.text_encoder is None:
+            if conditioning is not None:
+                raise InvalidParameterError(
+                    f"Model {self.name!r} is an unconditional latent model and takes no text prompt"
+                )
+            self.conditioning, self._embeddings = None, None
+            self._fingerprint = hashlib.blake2b(self.weights_digest, digest_size=4).digest()
+            return
         self.conditioning = conditioning
         if conditioning is None:
             prompts = [""]
@@ -261,10 +303,11 @@ class LatentDiffusionModel:
         eq. 6, on the epsilon or v output), then DDPM eq. 15 / v-prediction for ``x0hat``.
         """
         embeddings = self._embeddings
-        n = embeddings.shape[0]
+        n = 1 if embeddings is None else embeddings.shape[0]
         x = x_t[None].to(self.dtype).expand(n, -1, -1, -1)
         timesteps = torch.full((n,), t, device=self.device)
-        output = self.unet(x, timesteps, encoder_hidden_states=embeddings).sample.to(torch.float32)
+        text = {} if embeddings is None else {"encoder_hidden_states": embeddings}
+        output = self.unet(x, timesteps, **text).sample.to(torch.float32)
         if n == 2:
             output = output[:1] + self.conditioning.guidance * (output[1:] - output[:1])
         return self.schedule.predict_x0(output[0], x_t, t)
