@@ -91,3 +91,9 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     if isinstance(dtype, str) and dtype in DTYPE_NAMES:
         return getattr(torch, dtype)
     raise InvalidParameterError(f"Expected dtype in {list(DTYPE_NAMES)}, got {dtype!r}")
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` moved to ``device`` and ``dtype`` by :meth:`torch.nn.Module.to` itself: diffusers' override
+    logs a warning about modules "to keep in float32" on every dtype cast, even when there are none."""
+    return torch.nn.Module.to(module, device=device, dtype=dtype)

@@ -38,7 +38,7 @@ import torch
 from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError, UnsupportedImageError
 from ..schedule import NoiseSchedule
-from .base import DEFAULT_DTYPE, resolve_device
+from .base import DEFAULT_DTYPE, place, resolve_device
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 STANDARD_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
@@ -138,8 +138,8 @@ class LatentDiffusionModel:
         self.schedule = replace(schedule, clip_sample=False)
         self.name = name
         self.weights_digest = weights_digest(unet, vae, text_encoder, self.schedule)  # before any dtype change
-        self.unet = unet.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
-        self.vae = vae.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
+        self.unet = place(unet, self.device, dtype).eval().requires_grad_(False)
+        self.vae = place(vae, self.device, torch.float32).eval().requires_grad_(False)
         if text_encoder is not None:
             text_encoder = text_encoder.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
         self.text_encoder = text_encoder

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import ModelNotFoundError, UnsupportedImageError
 from ..schedule import NoiseSchedule
-from .base import DEFAULT_DTYPE, resolve_device
+from .base import DEFAULT_DTYPE, place, resolve_device
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -90,9 +90,7 @@ class PixelDiffusionModel:
         self.pixel_unshuffle = pixel_unshuffle
         self.equalize_subpixel_means = equalize_subpixel_means and pixel_unshuffle > 1
         self.dtype = dtype
-        if next(unet.parameters()).dtype != dtype:
-            unet = unet.to(dtype=dtype)
-        self.unet = unet.to(device=self.device).eval().requires_grad_(False)
+        self.unet = place(unet, self.device, dtype).eval().requires_grad_(False)
         self.schedule = schedule
         self.name = name
 
