@@ -12,8 +12,8 @@ Two stages, each its own resumable state:
   ``L1 + MSE + 1e-6 KL`` (Rombach et al. Sec. 3.1: a slight KL keeps the latent scale tame). At export
   its ``scaling_factor`` is set to 1 / std of the latents of the training crops, as SD's is.
 * ``--stage diffusion``: the frozen autoencoder encodes every photo (and its mirror image) once; batches
-  are random crops of those latents; a diffusers ``UNet2DModel`` on them learns epsilon with SD's
-  schedule (scaled-linear betas 0.00085..0.012, 1000 steps).
+  are random crops of those latents; a diffusers ``UNet2DModel`` (blocks (32, 64, 128), no attention) on
+  them learns epsilon with SD's schedule (scaled-linear betas 0.00085..0.012, 1000 steps).
 
 Both stages write the model folder (``models/latent.py`` loads it: ``vae/``, ``unet/``, ``scheduler/``,
 no text encoder) and ``training.json``; states keep the weights, their EMA and the optimiser, and are
@@ -50,9 +50,11 @@ AUTOENCODER = dict(
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=16,
     sample_size=256, mid_block_add_attention=False,
 )
+# (32, 64, 128) x 2 layers: 3.6M parameters, about 19x cheaper per call on a 768x512 image's latent than the
+# pixel model on its pixels (one CPU thread); (64, 128, 256) would be 14.4M parameters and only 6x cheaper.
 UNET = dict(
-    sample_size=32, in_channels=4, out_channels=4, block_out_channels=(64, 128, 256), layers_per_block=2,
-    down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=32,
+    sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64, 128), layers_per_block=2,
+    down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=16,
 )
 SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                  clip_sample=False, prediction_type="epsilon")
