@@ -25,3 +25,11 @@ def cdc_files(tmp_path_factory, photo) -> tuple[object, list[bytes]]:
 def test_mutated_cdc_files_raise_only_documented_errors(cdc_files, which, changes, fix_crc) -> None:
     model, files = cdc_files
     decode_both_ways(mutate(files[which], changes, fix_crc), model)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 1), changes=mutations, fix_crc=st.booleans())
+def test_many_mutated_cdc_files_raise_only_documented_errors(cdc_files, which, changes, fix_crc) -> None:
+    model, files = cdc_files
+    decode_both_ways(mutate(files[which], changes, fix_crc), model)

@@ -29,7 +29,7 @@ from pillow_diffcodec.models import PixelDiffusionModel
 from pillow_diffcodec.schedule import NoiseSchedule
 
 from .conftest import psnr, tiny_unet
-from .test_fuzz import mutate, mutation
+from .test_fuzz import mutate, mutation, mutations
 
 SCHEDULE = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
 MODEL = PixelDiffusionModel(tiny_unet(0, attention=False), SCHEDULE, "tiny-psc")
@@ -183,10 +183,8 @@ def fuzz_seed(photo) -> bytes:
     return pdc.encode(photo.crop((0, 0, 8, 8)), codec="PSC", model=MODEL, **TINY)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(mutations=mutation.map(lambda m: [m]), fix_crc=st.booleans())
-def test_corrupt_files_raise_documented_errors(fuzz_seed, mutations, fix_crc: bool) -> None:
-    data = mutate(fuzz_seed, mutations, fix_crc)
+def decode_psc_both_ways(data: bytes) -> None:
+    """``decode`` and Pillow's ``load()`` of a mutated PSC file either succeed or raise a documented error."""
     for decode in (lambda: pdc.decode(data, model=MODEL, max_pixels=64 * 64, max_work=8 * 8 * 30),
                    lambda: Image.open(io.BytesIO(data)).load()):
         try:
@@ -195,6 +193,19 @@ def test_corrupt_files_raise_documented_errors(fuzz_seed, mutations, fix_crc: bo
             assert str(exc)
         except (UnidentifiedImageError, SyntaxError):
             assert data[:4] != b"\x89DFC"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=mutation.map(lambda m: [m]), fix_crc=st.booleans())
+def test_corrupt_files_raise_documented_errors(fuzz_seed, mutations, fix_crc: bool) -> None:
+    decode_psc_both_ways(mutate(fuzz_seed, mutations, fix_crc))
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=mutations, fix_crc=st.booleans())
+def test_many_corrupt_files_raise_documented_errors(fuzz_seed, changes, fix_crc: bool) -> None:
+    decode_psc_both_ways(mutate(fuzz_seed, changes, fix_crc))
 
 
 @pytest.mark.slow
