@@ -42,8 +42,10 @@ def worker(size: int, steps: int, side: int, compile_codebook: bool) -> dict[str
     from PIL import Image
 
     import pillow_diffcodec as pdc
-    from pillow_diffcodec import codebook, entropy
-    from pillow_diffcodec.codecs import ddcm, ddcm_format
+    from pillow_diffcodec import codebook
+    from pillow_diffcodec.codecs.ddcm import entropy
+    from pillow_diffcodec.codecs.ddcm import format as ddcm_format
+    from pillow_diffcodec.codecs.ddcm import runner as ddcm
     from pillow_diffcodec.models import PixelDiffusionModel
     from pillow_diffcodec.schedule import NoiseSchedule
 

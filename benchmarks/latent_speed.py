@@ -112,7 +112,8 @@ def worker(pipeline: str, size: int, steps: int, side: int, threads: int | None)
 
     import pillow_diffcodec as pdc
     from pillow_diffcodec import codebook
-    from pillow_diffcodec.codecs import ddcm, ddcm_format
+    from pillow_diffcodec.codecs.ddcm import format as ddcm_format
+    from pillow_diffcodec.codecs.ddcm import runner as ddcm
     from pillow_diffcodec.models import load_model
 
     if threads:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import pillow_diffcodec as pdc
-from pillow_diffcodec.codecs.psc_format import read_head
+from pillow_diffcodec.codecs.psc.format import read_head
 from pillow_diffcodec.fileinfo import read_file
 
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"

@@ -12,8 +12,9 @@ import sys
 from typing import Any
 
 from . import limits
-from .codecs.ddcm_format import DDCMParams
-from .codecs.psc_format import PSCParams
+from .codecs.cdc.format import CDCParams
+from .codecs.ddcm.format import DDCMParams
+from .codecs.psc.format import PSCParams
 from .errors import (
     ComputeMismatchError,
     CorruptFileError,
@@ -49,6 +50,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CDCParams",
     "ComputeMismatchError",
     "CorruptFileError",
     "DDCMParams",

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from . import conditioning, container, imagemodes, limits
-from .compute import pinned_compute
 from .codecs import CODECS, DEFAULT_CODEC, CodecEntry, CodecParams, codec_by_name
 from .codecs.base import Progress
+from .compute import pinned_compute
 from .errors import (
     InvalidParameterError,
     ModelMismatchError,
@@ -118,10 +118,11 @@ def _entry_for(params: CodecParams) -> CodecEntry:
 def file_size(
     params: CodecParams, model: DiffusionModel, width: int, height: int, mode: str = "RGB", seed: int = 0
 ) -> int:
-    """Exact size in bytes of a file with these parameters (header, payload and CRC; no chunks)."""
+    """Size in bytes of a file with these parameters (header, payload and CRC; no chunks): exact for codecs
+    whose registry entry declares ``exact_size`` (DDCM), else the largest such a file can be."""
     entry = _entry_for(params)
     header = _header(entry, params, model, mode, (width, height), seed)
-    return container.header_size(header) + entry.load().payload_bytes(params, model, width, height)
+    return container.header_size(header) + entry.load().payload_bound(params, model, width, height)
 
 
 def encode_images(
@@ -179,11 +180,10 @@ def encode_images(
     runner = entry.load()
     size, mode, chunks = prepared[0].coded.size, prepared[0].mode, prepared[0].chunks + model_chunks
 
-    def whole_file(candidate: CodecParams) -> int:
-        header = _header(entry, candidate, loaded, mode, size, seed, chunks)
-        return container.header_size(header) + runner.payload_bytes(candidate, loaded, *size)
+    def header_size(candidate: CodecParams) -> int:
+        return container.header_size(_header(entry, candidate, loaded, mode, size, seed, chunks))
 
-    codec_params = runner.choose_params(loaded, params, bpp, quality, whole_file, size[0] * size[1])
+    codec_params = runner.choose_params(loaded, params, bpp, quality, header_size, *size)
     pixels = [_to_pixels(p.coded, loaded) for p in prepared]
     with _memory_guard("encoding", *size), _codec_compute(entry):
         coded = runner.encode_batch(loaded, codec_params, seed, pixels, progress)
@@ -287,11 +287,12 @@ def generate(
     if mode not in ("RGB", "L"):
         raise UnsupportedImageError(f"generate() makes 'RGB' or 'L' images, got mode {mode!r}")
     entry = codec_by_name(codec)
+    runner = entry.generator()
     _check_seed(seed)
     loaded = _load_for(entry, model, device, dtype)
     codec_params = entry.params.from_dict(params)
     with _codec_compute(entry):
-        payload, pixels = entry.load().generate(
+        payload, pixels = runner.generate(
             loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed)
         )
     header = _header(entry, codec_params, loaded, mode, (width, height), seed)

@@ -22,7 +22,7 @@ its weights, so encoder and decoder derive bit-identical models from quantised i
 table per channel; ``y`` uses CompressAI's *scale table* idea (Begaint et al. 2020): the predicted
 scale is quantised to an index into a fixed list of scales, each with its own integer Gaussian table.
 A scale index computed differently on another machine (float differences in ``h_s``) makes the
-decoded symbols differ; the CRCs stored next to each stream (see :mod:`pillow_diffcodec.codecs.cdc`)
+decoded symbols differ; the CRCs stored next to each stream (see :mod:`pillow_diffcodec.codecs.cdc.runner`)
 turn that into an error instead of a wrong image.
 """
 

@@ -76,11 +76,15 @@ def _saver(entry: CodecEntry) -> Any:
 
 
 def _plugin_class(entry: CodecEntry) -> type[DiffCodecImageFile]:
-    return type(
-        f"{entry.name.title()}ImageFile",
-        (DiffCodecImageFile,),
-        {"format": entry.name, "format_description": entry.description},
-    )
+    """The ImageFile class of one codec: :class:`DiffCodecImageFile` with the codec's format name."""
+    name = f"{entry.name.title()}ImageFile"
+    return type(name, (DiffCodecImageFile,), {
+        "format": entry.name, "format_description": entry.description, "__module__": __name__, "__qualname__": name,
+    })
+
+
+# One class per registered codec (DdcmImageFile, PscImageFile, CdcImageFile, ...), importable from here.
+IMAGE_FILES: dict[str, type[DiffCodecImageFile]] = {entry.name: _plugin_class(entry) for entry in CODECS}
 
 
 def _acceptor(codec_id: int) -> Any:
@@ -106,8 +110,7 @@ def register_diffcodec_opener(**defaults: Any) -> None:
     _defaults.update(defaults)
     Image.register_decoder(DECODER_NAME, DiffCodecDecoder)
     for entry in CODECS:
-        plugin = _plugin_class(entry)
-        Image.register_open(entry.name, plugin, _acceptor(entry.codec_id))
+        Image.register_open(entry.name, IMAGE_FILES[entry.name], _acceptor(entry.codec_id))
         Image.register_save(entry.name, _saver(entry))
         Image.register_extensions(entry.name, list(entry.extensions))
         Image.register_mime(entry.name, entry.mime)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +14,9 @@ from PIL import Image
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec.evaluation.metrics import stripe_ratios
-from pillow_diffcodec.models import BUILTIN_MODELS, load_model, train_builtin
+from pillow_diffcodec.models import BUILTIN_MODELS, load_model
 from pillow_diffcodec.models.pixel import equalize_subpixel_means
+from pillow_diffcodec.training import pixel as train_builtin
 
 from .conftest import DATA, psnr
 from .golden import assert_pixels_close

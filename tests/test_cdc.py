@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 import pillow_diffcodec as pdc
-from pillow_diffcodec.codecs import cdc
-from pillow_diffcodec.codecs.cdc_format import CDCParams
+from pillow_diffcodec.codecs.cdc import runner as cdc
+from pillow_diffcodec.codecs.cdc.format import CDCParams
+from pillow_diffcodec.codecs.cdc.model import CDCArchitecture, CDCNetwork, RatePoint, write_rate_point
 from pillow_diffcodec.errors import (
     CorruptFileError,
     DecompressionBombError,
@@ -24,7 +25,6 @@ from pillow_diffcodec.errors import (
 )
 from pillow_diffcodec.learned_transform import TABLE_PRECISION
 from pillow_diffcodec.models import CDCModel, load_model
-from pillow_diffcodec.models.cdc import CDCArchitecture, CDCNetwork, RatePoint, write_rate_point
 
 TINY = CDCArchitecture(width=16, latent=8, hyper=8, unet=(8, 16, 16))
 
@@ -190,7 +190,7 @@ def test_cdc_cannot_generate(cdc_model) -> None:
 
 
 def test_training_script_exports_a_loadable_rate_point(tmp_path) -> None:
-    from pillow_diffcodec.models import train_cdc
+    from pillow_diffcodec.training import cdc as train_cdc
 
     data = tmp_path / "photos"
     data.mkdir()
@@ -216,7 +216,7 @@ def test_train_cdc_through_ray_train(tmp_path) -> None:
     """The --ray path: one Ray Train worker (TorchTrainer on CPU) runs a step and writes the export."""
     import ray
 
-    from pillow_diffcodec.models import train_cdc
+    from pillow_diffcodec.training import cdc as train_cdc
 
     data = tmp_path / "photos"
     data.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from PIL import Image
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec import codebook
-from pillow_diffcodec.codecs import ddcm, ddcm_format
+from pillow_diffcodec.codecs.ddcm import format as ddcm_format
+from pillow_diffcodec.codecs.ddcm import runner as ddcm
 from pillow_diffcodec.errors import InvalidParameterError, ModelMismatchError
 
 from .conftest import identity_denoiser, psnr, tiny_model
@@ -212,11 +214,16 @@ def test_low_bpp_codes_only_the_first_steps(model, photo) -> None:
     assert np.array_equal(np.asarray(pdc.decode(result.data, model=model)), np.asarray(result.reconstruction))
 
 
+def header_size(model: object, width: int, height: int) -> Callable[[ddcm.DDCMParams], int]:
+    """What the API gives rate control: the file size without the payload (header and CRC, no chunks)."""
+    return lambda params: pdc.file_size(params, model, width, height) - ddcm.payload_bound(params, model, width, height)
+
+
 @pytest.mark.parametrize("size", [(16, 16), (64, 48), (257, 129), (768, 512), (1024, 7)])
 def test_bpp_ladder_is_monotone_and_never_exceeds_the_target(size) -> None:
     """Rate control on the built-in model: no jumps back, never above the target, and from 0.05 bpp up on
     images of 128x128 pixels or more within 2% under it (sizes only, no encoding)."""
-    from pillow_diffcodec.codecs.ddcm import choose_params
+    from pillow_diffcodec.codecs.ddcm.runner import choose_params
     from pillow_diffcodec.models import load_model
 
     builtin = load_model()
@@ -229,8 +236,7 @@ def test_bpp_ladder_is_monotone_and_never_exceeds_the_target(size) -> None:
     previous = 0.0
     for target in np.geomspace(0.01, 4, 40):
         try:
-            params = choose_params(builtin, {}, float(target), None,
-                                   lambda p: pdc.file_size(p, builtin, width, height), pixels)
+            params = choose_params(builtin, {}, float(target), None, header_size(builtin, width, height), width, height)
         except InvalidParameterError:
             assert previous == 0.0  # only targets below the smallest file fail, and only at the bottom
             continue
@@ -245,7 +251,7 @@ def test_bpp_ladder_is_monotone_and_never_exceeds_the_target(size) -> None:
 def test_quality_presets_give_their_documented_rates() -> None:
     """quality q aims at 0.1 * 2 ** (q / 25) bpp (README, "Quality presets"): on a 512x384 photo the file
     lands within 2% under it, rising with q; the default is quality 50, 0.4 bpp (sizes only)."""
-    from pillow_diffcodec.codecs.ddcm import choose_params
+    from pillow_diffcodec.codecs.ddcm.runner import choose_params
     from pillow_diffcodec.models import load_model
     from pillow_diffcodec.options import DEFAULT_QUALITY, quality_to_bpp
 
@@ -253,8 +259,7 @@ def test_quality_presets_give_their_documented_rates() -> None:
     width, height = 512, 384
 
     def file_bpp(quality: float | None) -> float:
-        params = choose_params(builtin, {}, None, quality, lambda p: pdc.file_size(p, builtin, width, height),
-                               width * height)
+        params = choose_params(builtin, {}, None, quality, header_size(builtin, width, height), width, height)
         return 8 * pdc.file_size(params, builtin, width, height) / (width * height)
 
     assert (quality_to_bpp(0), quality_to_bpp(50), quality_to_bpp(100)) == (0.1, 0.4, 1.6)

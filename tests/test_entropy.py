@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pillow_diffcodec import entropy
+from pillow_diffcodec.codecs.ddcm import entropy
 from pillow_diffcodec.errors import CorruptFileError, DiffCodecError
 
 ALPHABETS = [2, 3, 7, 1000, 4095, 4096, 65535, 65537, 2**20, 2**24 + 1, math.comb(4096, 64), 10**40]

@@ -17,7 +17,7 @@ from PIL import Image
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec import container
-from pillow_diffcodec.codecs import ddcm
+from pillow_diffcodec.codecs.ddcm import runner as ddcm
 from pillow_diffcodec.conditioning import CHUNK_TAG, TextConditioning
 from pillow_diffcodec.errors import (
     CorruptFileError,
@@ -182,8 +182,8 @@ def test_window_steps_outside_carry_no_bits(sd, photo) -> None:
     timesteps = sd.schedule.timesteps(10)
     assert params.step_sizes(timesteps) == [1, 256, 256, 256, 256, 256, 1, 1, 1]  # 888..444
     windowed = pdc.encode_images([photo], model=sd, **params.to_dict())[0]
-    full = ddcm.payload_bytes(replace(params, window=None), sd, *photo.size)
-    assert pdc.info(windowed.data)["payload_bytes"] == ddcm.payload_bytes(params, sd, *photo.size) < full
+    full = ddcm.payload_bound(replace(params, window=None), sd, *photo.size)
+    assert pdc.info(windowed.data)["payload_bytes"] == ddcm.payload_bound(params, sd, *photo.size) < full
     assert pdc.decode(windowed.data).tobytes() == windowed.reconstruction.tobytes()
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec import container, limits
-from pillow_diffcodec.codecs.ddcm_format import DDCMParams
+from pillow_diffcodec.codecs.ddcm.format import DDCMParams
 from pillow_diffcodec.errors import DecompressionBombError
 
 

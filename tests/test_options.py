@@ -15,7 +15,7 @@ from PIL import Image
 import pillow_diffcodec as pdc
 from pillow_diffcodec import api, plugin
 from pillow_diffcodec.codecs import CODECS, codec_by_name
-from pillow_diffcodec.codecs.ddcm_format import DDCMParams
+from pillow_diffcodec.codecs.ddcm.format import DDCMParams
 from pillow_diffcodec.options import DECODE_OPTIONS, ENCODE_OPTIONS, names
 
 from .test_cli import run

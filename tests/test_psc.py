@@ -15,8 +15,9 @@ from PIL import Image, UnidentifiedImageError
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec import cli
-from pillow_diffcodec.codecs import codec_by_name, psc
-from pillow_diffcodec.codecs.psc_format import PSCParams, read_head
+from pillow_diffcodec.codecs import codec_by_name
+from pillow_diffcodec.codecs.psc import runner as psc
+from pillow_diffcodec.codecs.psc.format import PSCParams, read_head
 from pillow_diffcodec.errors import (
     ComputeMismatchError,
     CorruptFileError,

@@ -2,9 +2,12 @@
 
 Ids are explicit numbers written into every file and never derived from registration order.
 2 is PSC, 3 CDC. Reserved for the codecs that follow: 4 CorrDiff, 5 foundation latent diffusion.
-Each entry names its torch-free parameter class (enough to read a header) and the runner module
-(:class:`~.base.Codec`), imported only when something is encoded or decoded, and the kind of model it
-runs on (``model_kind``, see :func:`pillow_diffcodec.models.kind_of`) with the model used when none is given.
+Each codec is one folder (``codecs/<name>/``: a torch-free ``format`` module and a ``runner``, see
+:mod:`.base`). Each entry names its parameter class (enough to read a header) and the runner module
+(:class:`~.base.Codec`), imported only when something is encoded or decoded, the kind of model it runs
+on (``model_kind``, see :func:`pillow_diffcodec.models.kind_of`) with the model used when none is given,
+and what it can do beyond encoding and decoding (``can_generate``, ``progressive``, ``exact_size``,
+``decode_options``), so that callers ask instead of catching errors.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ import importlib
 from dataclasses import dataclass
 from typing import cast
 
-from ..errors import UnknownCodecError, UnsupportedVersionError
+from ..errors import InvalidParameterError, UnknownCodecError, UnsupportedVersionError
 from ..options import Option, params_options
-from .base import Codec, CodecParams
-from .cdc_format import CDC_DECODE_OPTIONS, CDCParams
-from .ddcm_format import DDCMParams
-from .psc_format import PSC_DECODE_OPTIONS, PSCParams
+from .base import Codec, CodecParams, GeneratingCodec
+from .cdc.format import CDC_DECODE_OPTIONS, CDCParams
+from .ddcm.format import DDCMParams
+from .psc.format import PSC_DECODE_OPTIONS, PSCParams
 
-__all__ = ["CODECS", "Codec", "CodecEntry", "CodecParams", "codec_by_id", "codec_by_name"]
+__all__ = ["CODECS", "Codec", "CodecEntry", "CodecParams", "GeneratingCodec", "codec_by_id", "codec_by_name"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class CodecEntry:
     mime: str
     description: str
     decode_options: tuple[Option, ...] = ()  # the codec's own decode-time options (api.decode keywords)
+    exact_size: bool = False  # payload_bound is the exact payload length (else an upper bound)
+    can_generate: bool = False  # compressed generation (api.generate)
+    progressive: bool = False  # any prefix of the payload decodes (to a coarser image)
     model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel) or "cdc" (a CDC model)
     default_model: str = "builtin"
     # Intra-op CPU threads the codec's maths run on, so that every decode of a file gives the encoder's
@@ -50,6 +56,14 @@ class CodecEntry:
         """Import the runner module (brings in torch)."""
         return cast(Codec, importlib.import_module(self.module))
 
+    def generator(self) -> GeneratingCodec:
+        """The runner, for compressed generation; InvalidParameterError when the codec cannot generate."""
+        if not self.can_generate:
+            able = [entry.name for entry in CODECS if entry.can_generate]
+            raise InvalidParameterError(
+                f"{self.name} cannot generate: it codes a given image (codecs that generate: {', '.join(able)})")
+        return cast(GeneratingCodec, self.load())
+
     @property
     def options(self) -> tuple[Option, ...]:
         """The codec's own options: the fields of its parameter class."""
@@ -61,27 +75,30 @@ CODECS: tuple[CodecEntry, ...] = (
         name="DDCM",
         codec_id=1,
         params=DDCMParams,
-        module="pillow_diffcodec.codecs.ddcm",
+        module="pillow_diffcodec.codecs.ddcm.runner",
         extensions=(".ddcm",),
         mime="image/x-ddcm",
         description="Denoising Diffusion Codebook Models",
+        exact_size=True,
+        can_generate=True,
     ),
     CodecEntry(
         name="PSC",
         codec_id=2,
         params=PSCParams,
-        module="pillow_diffcodec.codecs.psc",
+        module="pillow_diffcodec.codecs.psc.runner",
         extensions=(".psc",),
         mime="image/x-psc",
         description="Zero-shot compression by diffusion posterior sampling",
         decode_options=PSC_DECODE_OPTIONS,
+        progressive=True,
         compute_threads=None,
     ),
     CodecEntry(
         name="CDC",
         codec_id=3,
         params=CDCParams,
-        module="pillow_diffcodec.codecs.cdc",
+        module="pillow_diffcodec.codecs.cdc.runner",
         extensions=(".cdc",),
         mime="image/x-cdc",
         description="Learned transform and hyperprior with a conditional diffusion decoder",

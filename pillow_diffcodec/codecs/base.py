@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from ..models import DiffusionModel
-
 Progress = Callable[[int, int], None]  # (model calls done, model calls in all)
 P = TypeVar("P", bound="CodecParams")
 
@@ -43,42 +41,49 @@ class CodecParams(Protocol):
 
 class Codec(Protocol):
     """What a codec's runner module provides. Pixels are uint8 tensors (C, H, W) in the model's image
-    channels; ``progress`` is called after each model call."""
+    channels; ``model`` is of the kind the codec's registry entry names (``model_kind``); ``progress`` is
+    called after each model call. What a codec can do beyond this (compressed generation, progressive
+    decoding, decode options) is declared on its registry entry, not discovered by catching errors."""
 
     def choose_params(
         self,
-        model: DiffusionModel,
+        model: Any,
         given: dict[str, Any],
         bpp: float | None,
         quality: float | None,
-        file_size: Callable[[Any], int],
+        header_size: Callable[[Any], int],
         pixels: int,
     ) -> CodecParams:
         """Rate control: parameters from the user's explicit ones (``given``) and ``bpp=``/``quality=``;
-        ``file_size(params)`` is the exact whole-file size a choice would give for an image of ``pixels``."""
+        ``header_size(params)`` is the exact size of everything in the file but the payload (header,
+        chunks, CRC) for a choice, for an image of ``pixels``."""
         ...
 
-    def payload_bytes(self, params: Any, model: DiffusionModel, width: int, height: int) -> int:
-        """Exact payload length for these parameters and image size (independent of the pixels)."""
+    def payload_bound(self, params: Any, model: Any, width: int, height: int) -> int:
+        """The largest payload these parameters can give for this image size (independent of the pixels);
+        the exact payload length when the registry entry declares ``exact_size``."""
         ...
 
     def encode_batch(
-        self, model: DiffusionModel, params: Any, seed: int, pixels: Sequence[torch.Tensor],
-        progress: Progress | None = None,
+        self, model: Any, params: Any, seed: int, pixels: Sequence[torch.Tensor], progress: Progress | None = None,
     ) -> list[tuple[bytes, torch.Tensor]]:
         """Same-size images -> (payload, the pixels the decoder will produce) per image."""
         ...
 
     def decode(
-        self, model: DiffusionModel, params: Any, seed: int, width: int, height: int, payload: bytes,
-        progress: Progress | None = None,
+        self, model: Any, params: Any, seed: int, width: int, height: int, payload: bytes,
+        progress: Progress | None = None, **decode_options: Any,
     ) -> torch.Tensor:
-        """A payload -> pixels (raises CorruptFileError on a payload that does not fit the parameters)."""
+        """A payload -> pixels (raises CorruptFileError on a payload that does not fit the parameters);
+        ``decode_options`` are the entry's ``decode_options``."""
         ...
 
+
+class GeneratingCodec(Codec, Protocol):
+    """A codec whose registry entry declares ``can_generate``: compressed generation (DDCM Sec. 4)."""
+
     def generate(
-        self, model: DiffusionModel, params: Any, seed: int, width: int, height: int, rng: np.random.Generator,
+        self, model: Any, params: Any, seed: int, width: int, height: int, rng: np.random.Generator,
     ) -> tuple[bytes, torch.Tensor]:
-        """Compressed generation: a random sample with the payload that decodes to it (or
-        InvalidParameterError for codecs that cannot generate)."""
+        """A random sample with the payload that decodes to it."""
         ...

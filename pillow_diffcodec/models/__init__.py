@@ -5,7 +5,7 @@ A reference resolves, in order, to:
 1. a model object passed in directly (anything implementing :class:`.base.DiffusionModel`);
 2. a built-in model shipped in this package (``"builtin"``, the default);
 3. a local directory in one of the known layouts (:data:`LAYOUTS`; see :mod:`.pixel`, :mod:`.latent` and
-   :mod:`.cdc`);
+   :mod:`pillow_diffcodec.codecs.cdc.model`);
 4. a Hugging Face repo id (``"google/ddpm-cifar10-32"``) already in the local Hugging Face cache, or a
    short name for one (``"sd21-base"``, :data:`MODEL_ALIASES`). Nothing is ever downloaded: lookups use
    ``local_files_only``.
@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
+from ..codecs.cdc.model import CDCModel, is_cdc_folder
 from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError
 from .base import DiffusionModel, resolve_device, resolve_dtype
-from .cdc import CDCModel, is_cdc_folder
 from .latent import LatentDiffusionModel, find_latent_layout, find_unconditional_latent_layout, vae_factor_of
 from .pixel import PixelDiffusionModel, find_pixel_layout
 
@@ -50,7 +50,7 @@ class ModelLayout:
 LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has unet/ and scheduler/
     ModelLayout(
         kind="CDC model",
-        expects="cdc.json + one safetensors file per rate point (python -m pillow_diffcodec.models.train_cdc)",
+        expects="cdc.json + one safetensors file per rate point (python -m pillow_diffcodec.training.cdc)",
         recognises=is_cdc_folder,
         load=CDCModel.from_directory,
     ),

@@ -1,6 +1,6 @@
 """CDC parameters, decode options and payload layout, free of torch so that headers parse without it.
 
-See :mod:`.cdc` for the codec and docs/FORMAT.md ("CDC parameters (codec id 3)") for the bytes. The
+See :mod:`.runner` for the codec and docs/FORMAT.md ("CDC parameters (codec id 3)") for the bytes. The
 file stores only what the decoder needs: which rate point of the model coded the latent. How to decode
 (``steps``, ``gamma``) is chosen at decode time (Yang & Mandt 2023: one file, a deterministic decoder
 for distortion or a stochastic one for realism).
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..container import Reader, encode_varint
-from ..errors import CorruptFileError, InvalidParameterError
-from ..options import Option
+from ...container import Reader, encode_varint
+from ...errors import CorruptFileError, InvalidParameterError
+from ...options import Option
 
 MAX_RATE_POINTS = 255
 DEFAULT_STEPS = 17  # the paper's default number of decoding steps (App. B)
@@ -53,7 +53,7 @@ class CDCParams:
     """CDC configuration: the model's rate point (0 = the lowest rate) that coded the latent.
 
     Rate control (``bpp=``/``quality=``) picks it: the rate point whose typical rate, plus the header,
-    is the highest at or under the target (see :func:`pillow_diffcodec.codecs.cdc.choose_params`).
+    is the highest at or under the target (see :func:`pillow_diffcodec.codecs.cdc.runner.choose_params`).
     """
 
     rate_point: int = field(default=0, metadata={"help": "index of the model's rate point, lowest rate first"})
@@ -102,7 +102,7 @@ def symbol_counts(latent: int, hyper: int, width: int, height: int) -> tuple[int
     return latent * (pw // LATENT_STRIDE) * (ph // LATENT_STRIDE), hyper * (pw // HYPER_STRIDE) * (ph // HYPER_STRIDE)
 
 
-def payload_bound(y_symbols: int, z_symbols: int) -> int:
+def worst_case_payload(y_symbols: int, z_symbols: int) -> int:
     """Largest payload for these symbol counts (every symbol at the range coder's worst cost)."""
     def words(count: int) -> int:
         return -(-count * MAX_SYMBOL_BITS // 32) + 2

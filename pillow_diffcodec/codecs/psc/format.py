@@ -1,6 +1,6 @@
 """PSC parameters and payload layout, free of torch so that headers parse without it.
 
-See :mod:`.psc` for the codec itself and docs/FORMAT.md ("PSC parameters (codec id 2)") for the
+See :mod:`.runner` for the codec itself and docs/FORMAT.md ("PSC parameters (codec id 2)") for the
 byte-level description. The codec's name and file id live in the registry only.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..container import Reader, encode_varint
-from ..errors import CorruptFileError, InvalidParameterError
-from ..options import Option
+from ...container import Reader, encode_varint
+from ...errors import CorruptFileError, InvalidParameterError
+from ...options import Option
 
 FINAL_SAMPLERS = {"ddrm": 0, "mean": 1}
 QUANTIZERS = {"uniform": 0, "float8": 1}
@@ -204,7 +204,7 @@ def read_head(params: PSCParams, payload: bytes) -> tuple[PayloadHead, bytes]:
     return PayloadHead(threads, signature, measurements, pixel_check, checks), coded
 
 
-def payload_bound(params: PSCParams) -> int:
+def worst_case_payload(params: PSCParams) -> int:
     """Largest payload these parameters can give (every measurement at the range coder's worst cost)."""
     m = params.max_measurements
     words = -(-m * MAX_SYMBOL_BITS // 32) + 2

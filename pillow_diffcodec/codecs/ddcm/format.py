@@ -1,6 +1,6 @@
 """DDCM parameters and bitstream layout, free of torch so that headers parse without it.
 
-See :mod:`.ddcm` for the codec itself and docs/FORMAT.md for the byte-level description. The codec's
+See :mod:`.runner` for the codec itself and docs/FORMAT.md for the byte-level description. The codec's
 name and file id live in the registry (:mod:`pillow_diffcodec.codecs`) only.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import entropy
-from ..container import Reader, encode_varint
-from ..errors import CorruptFileError, InvalidParameterError
+from ...container import Reader, encode_varint
+from ...errors import CorruptFileError, InvalidParameterError
+from . import entropy
 
 SELECTIONS = {"mp": 0, "topm": 1}
 MAX_STEPS = 4096

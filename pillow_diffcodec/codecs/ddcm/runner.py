@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..codebook import codebook_scores, codewords
-from ..errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
-from ..models import DiffusionModel
-from ..options import rate_target
-from .base import Progress
-from .ddcm_format import (
+from ...codebook import codebook_scores, codewords
+from ...errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
+from ...models import DiffusionModel
+from ...options import rate_target
+from ..base import Progress
+from .format import (
     MAX_ATOMS,
     TRIVIAL_CHOICE,
     Choices,
@@ -53,7 +53,7 @@ from .ddcm_format import (
     write_payload,
 )
 
-__all__ = ["DDCMParams", "choose_params", "decode", "encode_batch", "generate", "params_for_bpp", "payload_bytes"]
+__all__ = ["DDCMParams", "choose_params", "decode", "encode_batch", "generate", "params_for_bpp", "payload_bound"]
 MP_CANDIDATES_PER_ATOM = 4
 MAX_LADDER_TILE = 256  # rate control tries tiles up to this before it leaves steps uncoded
 LADDER_FILL = 0.9  # the smallest tile whose file reaches this share of the budget wins
@@ -263,8 +263,8 @@ def _step_sizes(params: DDCMParams, model: DiffusionModel) -> list[int]:
     return params.step_sizes(model.schedule.timesteps(params.steps))
 
 
-def payload_bytes(params: DDCMParams, model: DiffusionModel, width: int, height: int) -> int:
-    """Exact payload length for these parameters, model and image size (independent of the pixels)."""
+def payload_bound(params: DDCMParams, model: DiffusionModel, width: int, height: int) -> int:
+    """The exact payload length for these parameters, model and image size (independent of the pixels)."""
     tiles = TileGrid.for_sample(model.sample_shape(width, height), params.tile).count
     return payload_size(params, _step_sizes(params, model), tiles)
 
@@ -342,7 +342,7 @@ def params_for_bpp(
 
 def choose_params(
     model: DiffusionModel, given: dict[str, Any], bpp: float | None, quality: float | None,
-    file_size: Callable[[DDCMParams], int], pixels: int,
+    header_size: Callable[[DDCMParams], int], width: int, height: int,
 ) -> DDCMParams:
     """Rate control. Explicit parameters without a rate are used as given (the rest from the defaults);
     ``bpp=`` or ``quality=`` (default quality when nothing is given) searches atoms, then codebook size
@@ -352,8 +352,12 @@ def choose_params(
     target = rate_target(bpp, quality, bool(given))
     if target is None:
         return DDCMParams.from_dict(given)
-    return params_for_bpp(target.bpp, model, DDCMParams.from_dict(given), file_size, pixels, fallback=target.preset,
-                          grow_tile="tile" not in given)
+
+    def file_size(params: DDCMParams) -> int:
+        return header_size(params) + payload_bound(params, model, width, height)
+
+    return params_for_bpp(target.bpp, model, DDCMParams.from_dict(given), file_size, width * height,
+                          fallback=target.preset, grow_tile="tile" not in given)
 
 
 def encode_batch(

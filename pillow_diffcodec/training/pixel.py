@@ -20,7 +20,7 @@ losses, no weights and no optimiser): their EMA weights are the model folder's o
 (checked against its training.json), so the weights are stored once; resuming from one starts from
 them with a fresh AdamW and its own warm-up.
 
-    python -m pillow_diffcodec.models.train_builtin --data ../shared/data/train --minutes 40
+    python -m pillow_diffcodec.training.pixel --data ../shared/data/train --minutes 40
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameterError
-from ..training.data import load_photos, random_crops
-from ..training.loop import plot_loss, save_state, update_ema, warm_up
-from .base import resolve_device
+from ..models.base import resolve_device
+from .data import load_photos, random_crops
+from .loop import plot_loss, save_state, update_ema, warm_up
 
-HERE = Path(__file__).parent
-OUTPUT = HERE / "builtin"
-STATE = HERE / "training_state" / "f2.pt"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+OUTPUT = MODELS / "builtin"
+STATE = Path(__file__).resolve().parent / "states" / "f2.pt"  # a lean state (step, losses), committed
 # Named architectures: (pixel-unshuffle factor, UNet block widths). "f2" is the built-in model since issue 11
 # (2x2 unshuffle: no 4-pixel grid; about 5x the compute per pixel of "v1", the first one, now "builtin-v1").
 ARCHITECTURES = {"v1": (4, (48, 96, 96)), "f2": (2, (32, 64, 128))}
@@ -221,7 +221,7 @@ def main() -> None:
     try:
         device = str(resolve_device(args.device))
     except InvalidParameterError as exc:
-        raise SystemExit(f"train_builtin: {exc}") from None
+        raise SystemExit(f"training.pixel: {exc}") from None
     torch.set_num_threads(args.threads)
     train(args.data, args.minutes, args.seed, args.max_steps, args.output, args.state, architecture=args.architecture,
           prediction=args.prediction, init=args.init, device=device, batch_size=args.batch)

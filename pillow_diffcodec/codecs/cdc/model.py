@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError, ModelNotFoundError
-from ..learned_transform import EntropyTables, LearnedTransform
-from .cdc_decoder import ConditionalUNet
+from ...errors import InvalidParameterError, ModelNotFoundError
+from ...learned_transform import EntropyTables, LearnedTransform
+from .decoder import ConditionalUNet
 
 CDC_CONFIG = "cdc.json"
 TABLE_PREFIX = "tables."

@@ -10,9 +10,9 @@ draws the batches a single run would. The state (``--state``) holds weights, EMA
 step and losses; ``--lean-copy`` drops the optimiser (a resumed lean state warms AdamW up again).
 ``--init-from`` starts a new rate point from another's state (fine-tuning to another lambda).
 The EMA weights and their integer entropy tables are exported as rate point ``--name`` of the model
-folder ``--output`` (see :mod:`.cdc`), with its typical bpp measured on the first training photos.
+folder ``--output`` (see :mod:`pillow_diffcodec.codecs.cdc.model`), with its typical bpp measured on the first training photos.
 
-    python -m pillow_diffcodec.models.train_cdc --name high --lam 0.01 --minutes 30 --threads 1
+    python -m pillow_diffcodec.training.cdc --name high --lam 0.01 --minutes 30 --threads 1
 
 ``--ray N`` runs the same loop in N Ray Train workers (``TorchTrainer``, DDP; GPUs when
 ``--gpu``); the first worker writes the state and the export.
@@ -31,13 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cdc import CDCArchitecture, CDCNetwork, RatePoint, write_rate_point
-from .cdc_decoder import alpha_bar
-from ..training.data import load_photos, random_crops, to_unit_range
+from ..codecs.cdc.decoder import alpha_bar
+from ..codecs.cdc.model import CDCArchitecture, CDCNetwork, RatePoint, write_rate_point
+from .data import load_photos, random_crops, to_unit_range
 
-HERE = Path(__file__).parent
-OUTPUT = HERE / "builtin-cdc"
-STATE_DIR = HERE / "training_state"
+OUTPUT = Path(__file__).resolve().parents[1] / "models" / "builtin-cdc"
+STATE_DIR = Path("training-states")  # not in the repository: weights are committed once per release, states never
 CROP = 128
 BATCH = 8
 LEARNING_RATE = 3e-4

@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..codebook import codewords
-from ..models import DiffusionModel
+from ...codebook import codewords
+from ...models import DiffusionModel
 
 ETA = 0.85  # the eta of the official DDRM code and its experiments
 Noise = Callable[[int], torch.Tensor]  # sampler step k -> (count, D) float32 Gaussians

@@ -2,7 +2,7 @@
 
 The encoder maps the image to a latent ``y`` with a learned analysis transform and codes it with a
 mean-scale hyperprior (:mod:`pillow_diffcodec.learned_transform`); the decoder runs a diffusion model
-conditioned on the decoded latent (:mod:`pillow_diffcodec.models.cdc_decoder`). Decoding is DDIM from
+conditioned on the decoded latent (:mod:`pillow_diffcodec.codecs.cdc.decoder`). Decoding is DDIM from
 ``x_1 = gamma * n`` with ``n`` portable Gaussian noise drawn from the file's seed (the codebook
 generator of :mod:`pillow_diffcodec.codebook`, stream :data:`NOISE_STEP`): gamma = 0 (the default) is
 deterministic, gamma > 0 gives a realistic sample that is the same on every machine.
@@ -16,7 +16,8 @@ instead of returning a wrong image.
 Rate control: a CDC model has a few *rate points* (networks trained with different lambdas, each
 with its typical bpp). ``bpp=``/``quality=`` pick the one whose typical rate plus the header is the
 highest at or under the target (the lowest, with a warning, when none is). The actual rate varies with
-the image, so :func:`payload_bytes` is the typical size, not a bound.
+the image, so rate control compares each rate point's *typical* size (:func:`typical_payload`) with the
+target, and :func:`payload_bound` is the worst case of the range coder (far above any real payload).
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codebook import codewords
-from ..errors import CorruptFileError, DivergenceError, InvalidParameterError, RateFallbackWarning
-from ..models import check_kind
-from ..models.cdc import CDCModel, CDCNetwork
-from ..models.cdc_decoder import ddim_decode
-from ..options import rate_target
-from .base import Progress
-from .cdc_format import (
+from ...codebook import codewords
+from ...errors import CorruptFileError, DivergenceError, InvalidParameterError, RateFallbackWarning
+from ...models import check_kind
+from ...options import rate_target
+from ..base import Progress
+from .decoder import ddim_decode
+from .format import (
     DEFAULT_GAMMA,
     DEFAULT_STEPS,
     HYPER_STRIDE,
@@ -48,11 +48,12 @@ from .cdc_format import (
     check_steps,
     crc,
     padded,
-    payload_bound,
     symbol_counts,
+    worst_case_payload,
 )
+from .model import CDCModel, CDCNetwork
 
-__all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "generate", "payload_bytes"]
+__all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "payload_bound", "typical_payload"]
 NOISE_STEP = 0x0CDC  # codebook step whose tile-0 codeword 0 is the decoder's starting noise
 
 
@@ -76,7 +77,7 @@ def _file_network(model: Any, params: CDCParams) -> CDCNetwork:
 
 def choose_params(
     model: Any, given: dict[str, Any], bpp: float | None, quality: float | None,
-    file_size: Callable[[CDCParams], int], pixels: int,
+    header_size: Callable[[CDCParams], int], width: int, height: int,
 ) -> CDCParams:
     """The rate point for ``bpp=``/``quality=`` (explicit ``rate_point`` without a rate is used as given)."""
     cdc = _model(model)
@@ -88,7 +89,8 @@ def choose_params(
     if given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
     target = wanted.bpp
-    typical = [8 * file_size(CDCParams(i)) / pixels for i in range(len(cdc.rate_points))]
+    typical = [8 * (header_size(CDCParams(i)) + typical_payload(CDCParams(i), cdc, width, height)) / (width * height)
+               for i in range(len(cdc.rate_points))]
     fitting = [i for i, rate in enumerate(typical) if rate <= target]
     if not fitting:
         warnings.warn(
@@ -98,16 +100,18 @@ def choose_params(
     return CDCParams(fitting[-1])
 
 
-def payload_bytes(params: CDCParams, model: Any, width: int, height: int) -> int:
-    """The *typical* payload of the rate point for this image size (its typical bpp; at most the worst case).
-
-    CDC's rate depends on the image, so no exact size exists before encoding; rate control compares
-    these typical sizes (header included) with the target, and :func:`payload_bound` bounds any payload.
-    """
+def payload_bound(params: CDCParams, model: Any, width: int, height: int) -> int:
+    """The largest payload any image of this size can give (every symbol at the range coder's worst cost)."""
     cdc = _model(model)
-    bound = payload_bound(*symbol_counts(cdc.arch.latent, cdc.arch.hyper, width, height))
+    return worst_case_payload(*symbol_counts(cdc.arch.latent, cdc.arch.hyper, width, height))
+
+
+def typical_payload(params: CDCParams, model: Any, width: int, height: int) -> int:
+    """The payload of the rate point at its typical bpp (measured on training photos) for this image size:
+    what rate control compares with the target, since CDC's rate depends on the image."""
+    cdc = _model(model)
     point = cdc.rate_points[min(params.rate_point, len(cdc.rate_points) - 1)]
-    return min(bound, int(np.ceil(point.typical_bpp * width * height / 8)))
+    return min(payload_bound(params, cdc, width, height), int(np.ceil(point.typical_bpp * width * height / 8)))
 
 
 def _to_input(image: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -170,7 +174,7 @@ def decode_latent(network: CDCNetwork, payload: bytes, width: int, height: int) 
     tables = network.entropy_tables()
     arch = network.arch
     y_count, z_count = symbol_counts(arch.latent, arch.hyper, width, height)
-    parsed = Payload.from_bytes(payload, payload_bound(y_count, z_count) // 4)
+    parsed = Payload.from_bytes(payload, worst_case_payload(y_count, z_count) // 4)
     pw, ph = padded(width, height)
     z_shape = (arch.hyper, ph // HYPER_STRIDE, pw // HYPER_STRIDE)
     z_np = tables.decode_z(_decoder(parsed.z_words), z_shape)
@@ -223,8 +227,3 @@ def decode(
     with torch.no_grad():
         return _synthesise(network, y_hat, seed, gamma, steps, width, height, progress)
 
-
-def generate(model: Any, params: CDCParams, seed: int, width: int, height: int,
-             rng: np.random.Generator) -> tuple[bytes, torch.Tensor]:
-    """CDC codes a latent of a given image; it has no compressed generation."""
-    raise InvalidParameterError("CDC cannot generate: it codes the latent of an image (use codec='DDCM')")

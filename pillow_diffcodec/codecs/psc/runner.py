@@ -10,7 +10,7 @@ After the rounds a reconstruction sampler makes the image (DDRM; or the mean of 
 lower distortion). Any prefix of the measurements decodes (``max_measurements``).
 
 Beyond the paper: the measurements are range-coded with a posterior-predictive Laplace model
-(:mod:`.psc_coding`); the new rows are made orthonormal to the old ones (the centred samples are
+(:mod:`.coding`); the new rows are made orthonormal to the old ones (the centred samples are
 projected onto H's null space before the SVD and re-orthonormalised after), which DDRM's spectral
 form needs; and the file carries what keeps encoder and decoder in step: the compute signature
 (device type, dtype, torch version, CPU vector ISA or GPU model), the thread count both sides pin,
@@ -18,7 +18,7 @@ running CRCs of H and a CRC of the reconstruction. A decoder under another signa
 forced; a divergence raises :class:`~pillow_diffcodec.errors.DivergenceError`, never a wrong image.
 
 Rate control: PSC is progressive, so ``max_bytes`` stops the encoder at the last measurement whose
-coded size still fits; :func:`payload_bytes` is therefore an upper bound (``max_bytes``, or the
+coded size still fits; :func:`payload_bound` is therefore an upper bound (``max_bytes``, or the
 worst case of every measurement when unlimited), and a file is never larger than the target.
 """
 
@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import (
+from ...compute import pinned_compute
+from ...errors import (
     ComputeMismatchError,
     CorruptFileError,
     DivergenceError,
@@ -42,26 +43,25 @@ from ..errors import (
     InvalidParameterError,
     RateFallbackWarning,
 )
-from ..compute import pinned_compute
-from ..models import DiffusionModel
-from ..options import rate_target
+from ...models import DiffusionModel
+from ...options import rate_target
+from ..base import Progress
 from . import ddrm
-from .base import Progress
-from .psc_coding import MeasurementCoder, new_decoder, new_encoder
-from .psc_format import (
+from .coding import MeasurementCoder, new_decoder, new_encoder
+from .format import (
     FINAL_SAMPLERS,
     MAX_BYTES,
     PayloadHead,
     PSCParams,
     checkpoints,
     head_size,
-    payload_bound,
     read_head,
     rounds_for,
     signature_hash,
+    worst_case_payload,
 )
 
-__all__ = ["PSCParams", "choose_params", "decode", "encode_batch", "generate", "payload_bytes"]
+__all__ = ["PSCParams", "choose_params", "decode", "encode_batch", "payload_bound"]
 STEP_AT_ONE_BPP = 0.05  # uniform quantiser step for a 1 bpp target; it grows as 1 / sqrt(bpp) below
 STEP_RANGE = (0.005, 0.4)
 CHECK_MASK = 0xFFFF
@@ -90,7 +90,7 @@ def next_rows(samples: torch.Tensor, rows: torch.Tensor, r: int) -> tuple[torch.
     samples (s, D), taken in the null space of the current rows (M, D) and orthonormalised against them.
 
     Returns the new rows (r, D) and, per row, the samples' mean and standard deviation along it: the
-    predictive model of the measurement (:mod:`.psc_coding`).
+    predictive model of the measurement (:mod:`.coding`).
     """
     centred = samples - samples.mean(dim=0, keepdim=True)
     centred = centred - (centred @ rows.T) @ rows
@@ -205,9 +205,9 @@ class BudgetedEncoder:
         return self.coder.values(symbols)
 
 
-def payload_bytes(params: PSCParams, model: DiffusionModel, width: int, height: int) -> int:
+def payload_bound(params: PSCParams, model: DiffusionModel, width: int, height: int) -> int:
     """Upper bound of the payload: ``max_bytes``, or every measurement at the range coder's worst cost."""
-    return params.max_bytes or payload_bound(params)
+    return params.max_bytes or worst_case_payload(params)
 
 
 def step_for_bpp(bpp: float) -> float:
@@ -217,7 +217,7 @@ def step_for_bpp(bpp: float) -> float:
 
 def choose_params(
     model: DiffusionModel, given: dict[str, Any], bpp: float | None, quality: float | None,
-    file_size: Callable[[PSCParams], int], pixels: int,
+    header_size: Callable[[PSCParams], int], width: int, height: int,
 ) -> PSCParams:
     """Rate control: the payload budget ``max_bytes`` that makes the whole file at most ``bpp`` (or the
     quality preset's rate), and the uniform quantiser's step for that rate unless ``step`` is given.
@@ -230,8 +230,9 @@ def choose_params(
     base = PSCParams.from_dict(given)
     if base.quantizer == "uniform" and "step" not in given:
         base = replace(base, step=step_for_bpp(target))
+    pixels = width * height
     budget = min(math.floor(target * pixels / 8), MAX_BYTES)
-    header = file_size(replace(base, max_bytes=max(budget, 1))) - max(budget, 1)
+    header = header_size(replace(base, max_bytes=max(budget, 1)))
     max_bytes = budget - header
     if base.max_bytes:
         max_bytes = min(max_bytes, base.max_bytes)
@@ -264,7 +265,7 @@ def encode_one(
     checks = tuple(trace.crcs[i - 1] for i in checkpoints(rounds, params.check_every))
     head = PayloadHead(threads, signature_hash(signature), source.count, _pixel_check(recon), checks)
     payload = head.to_bytes() + source.encoder.get_compressed().astype("<u4").tobytes()
-    if len(payload) > payload_bytes(params, model, width, height):
+    if len(payload) > payload_bound(params, model, width, height):
         raise EncodingError(f"PSC payload of {len(payload)} bytes exceeds its bound")
     return payload, recon, trace
 
@@ -354,9 +355,3 @@ def decode(
     return replay(model, params, seed, width, height, payload, progress, max_measurements=max_measurements,
                   sampler=sampler, force=force)[0]
 
-
-def generate(
-    model: DiffusionModel, params: PSCParams, seed: int, width: int, height: int, rng: np.random.Generator
-) -> tuple[bytes, torch.Tensor]:
-    """PSC codes measurements of a given image; it has no compressed generation."""
-    raise InvalidParameterError("PSC cannot generate: it codes measurements of an image (use codec='DDCM')")

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 import constriction
 import numpy as np
 
-from .errors import CorruptFileError, EncodingError, InvalidParameterError
+from ...errors import CorruptFileError, EncodingError, InvalidParameterError
 
 PRECISION_BITS = 24
 MAX_UNIFORM_SIZE = 1 << PRECISION_BITS

@@ -13,8 +13,8 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from ..errors import CorruptFileError
-from .psc_format import PSCParams
+from ...errors import CorruptFileError
+from .format import PSCParams
 
 UNIFORM_LIMIT = 32767  # uniform symbols q lie in [-UNIFORM_LIMIT, UNIFORM_LIMIT] (clamped)
 FLOAT8_MAX = 448.0
