@@ -160,8 +160,10 @@ def test_subpixel_mean_equalisation_keeps_detail_and_removes_offsets() -> None:
 
 
 def test_the_earlier_builtin_models_are_shipped_and_load_offline() -> None:
-    """builtin-v1 (4x4 unshuffle) and builtin-f2 (the 3600-step preview of today's default) stay loadable."""
-    for name, factor, multiple in (("builtin-v1", 4, 16), ("builtin-f2", 2, 8)):
+    """builtin-v1 (4x4 unshuffle) and builtin-v2 (today's weights without the sub-pixel correction) stay
+    loadable; the 3600-step preview builtin-f2, which no default ever used, is no longer shipped."""
+    assert "builtin-f2" not in BUILTIN_MODELS
+    for name, factor, multiple in (("builtin-v1", 4, 16), ("builtin-v2", 2, 8)):
         folder = BUILTIN_MODELS[name]
         assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 11 * 2**20
         assert (folder / "MODEL_CARD.md").is_file()

@@ -80,14 +80,15 @@ DEFAULT_MODEL = "builtin"
 # "builtin" is the default (since issue 11: architecture "f2", 2x2 pixel unshuffle; since issue 27 its
 # clean estimates have equal sub-pixel means, which removed a one-pixel stripe). Files that name "builtin"
 # with an earlier fingerprint still decode (RETIRED_BUILTINS): through "builtin-v1", the first default
-# (4x4 unshuffle), and "builtin-v2", today's weights without the sub-pixel correction. "builtin-f2" is the
-# 3600-step preview of today's weights, kept so its files decode.
+# (4x4 unshuffle), and "builtin-v2", today's weights without the sub-pixel correction. The 3600-step
+# preview "builtin-f2" (issue 11) left the package in issue 19: no default used it (docs/FORMAT.md says how
+# to decode its files).
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
 # "builtin-latent" is an unconditional latent diffusion model (issue 20: an f8 autoencoder and a DDPM on
 # its latents), the offline model of the latent codecs.
 BUILTIN_MODELS = {
     name: Path(__file__).parent / name
-    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-f2", "builtin-cdc", "builtin-latent")
+    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-latent")
 }
 # (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
 RETIRED_BUILTINS = {
