@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, TextIO
 
@@ -37,9 +37,9 @@ from . import __version__, container, fileinfo, limits
 from .codecs import CODECS, DEFAULT_CODEC, codec_by_name
 from .errors import DiffCodecError, InvalidParameterError
 from .fsio import write_bytes_atomic
+from .inputs import Job, Source, expand
 from .options import DECODE_OPTIONS, ENCODE_OPTIONS, Option
 
-GLOB_CHARACTERS = "*?["
 COMMANDS_GROUP = "diffcodec.commands"
 LINE_PROGRESS_SECONDS = 2.0  # non-terminal progress: at most one line this often
 
@@ -59,52 +59,6 @@ class Tally:
     bpp_sum: float = 0.0
 
 
-@dataclass(frozen=True)
-class Source:
-    """One input: its URL, the path it is read from (protocol stripped), and the folder its output is relative to."""
-
-    url: str
-    path: str
-    base: str
-
-
-@dataclass
-class Job:
-    """Sources with their planned output URLs, plus inputs that failed before planning (e.g. empty globs)."""
-
-    pairs: list[tuple[Source, str]] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-
-def _strip(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(url)
-
-
-def expand(inputs: Sequence[str], suffixes: frozenset[str] | None = None) -> Job:
-    """Paths, folders (searched recursively for ``suffixes``), globs and URLs -> sources; empty globs are reported."""
-    job = Job()
-    for item in inputs:
-        fs, path = _strip(item)
-        path = posixpath.normpath(path)  # "dir/../x" -> "x", so common folders are found and outputs stay inside -o
-        chained = "::" in item or "://" in item
-        def url_of(found: str) -> str:
-            return fs.unstrip_protocol(found) if chained else found
-        if any(c in item for c in GLOB_CHARACTERS):
-            base = path[: min(path.index(c) for c in GLOB_CHARACTERS if c in path)].rsplit("/", 1)[0] or "/"
-            matches = sorted(m for m in fs.glob(path) if not fs.isdir(m))
-            if not matches:
-                job.missing.append(item)
-            job.pairs += [(Source(url_of(m), m, base), "") for m in matches]
-        elif fs.isdir(path):
-            found = sorted(m for m in fs.find(path) if suffixes is None or posixpath.splitext(m)[1].lower() in suffixes)
-            if not found:
-                job.missing.append(item)
-            job.pairs += [(Source(url_of(m), m, path.rstrip("/")), "") for m in found]
-        else:
-            job.pairs.append((Source(item, path, posixpath.dirname(path) or "."), ""))
-    return job
-
-
 def _inside(relative: str) -> str:
     """``relative`` as a path that cannot leave the folder it is joined to: no ``..``, ``.`` or leading ``/``."""
     parts = [part for part in posixpath.normpath(relative).split("/") if part not in ("", ".", "..")]
@@ -119,7 +73,7 @@ def plan_outputs(job: Job, out: str, suffix: str) -> None:
     normalised first and ``..`` never survives into an output, so nothing is written outside ``out``.
     """
     sources = [source for source, _ in job.pairs]
-    out_fs, out_path = _strip(out)
+    out_fs, out_path = fsspec.core.url_to_fs(out)
     to_folder = len(sources) != 1 or out.endswith("/") or out_fs.isdir(out_path)
     if not to_folder:
         job.pairs = [(sources[0], out)]
@@ -194,7 +148,7 @@ def _open_image(raw: bytes, url: str) -> Image.Image:
 
 
 def _check_output(target: str, overwrite: bool) -> None:
-    fs, path = _strip(target)
+    fs, path = fsspec.core.url_to_fs(target)
     if not overwrite and fs.exists(path):
         raise UsageError(f"output {target} already exists (pass --overwrite to replace it)")
 

@@ -201,5 +201,5 @@ def header_size(header: Header) -> int:
 
 
 def bits_per_pixel(file_bytes: int, width: int, height: int) -> float:
-    """Honest accounting (DESIGN.md promise 3): 8 x whole-file bytes / (width x height), headers included."""
+    """Bits per pixel as the project counts them: 8 x whole-file bytes / (width x height), headers included."""
     return 8 * file_bytes / (width * height)

@@ -27,6 +27,7 @@ import fsspec
 from PIL import Image, UnidentifiedImageError
 
 from pillow_diffcodec.errors import DiffCodecError
+from pillow_diffcodec.inputs import expand
 
 from . import metrics
 from .baselines import DEFAULT_BASELINES, Baseline, baseline_by_name, encode_at_bpp
@@ -50,8 +51,6 @@ class DatasetImage:
 
 def list_images(dataset: str | Path) -> list[DatasetImage]:
     """Images of a folder (recursively), glob or single file, local or any fsspec URL, sorted by name."""
-    from pillow_diffcodec.cli import expand
-
     Image.init()
     suffixes = frozenset(ext for ext in Image.registered_extensions() if ext not in SKIPPED_SUFFIXES)
     job = expand([str(dataset)], suffixes)
