@@ -120,3 +120,11 @@ class NoiseSchedule:
         ct = math.sqrt(1.0 - beta) * (1.0 - abar_s) / (1.0 - abar_t)
         sigma = math.sqrt(max(beta * (1.0 - abar_s) / (1.0 - abar_t), 0.0))
         return c0, ct, sigma
+
+
+def ddim_step(x_t: torch.Tensor, x0: torch.Tensor, abar_t: float, abar_s: float) -> torch.Tensor:
+    """One deterministic DDIM step (Song et al. 2021, eq. 12 with eta = 0) from t to s < t, given the clean
+    estimate: ``x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps`` with ``eps = (x_t - sqrt(abar_t) x0) /
+    sqrt(1 - abar_t)``. The one DDIM step of the codecs that sample with it (CDC, and those that follow)."""
+    eps = (x_t - math.sqrt(abar_t) * x0) / math.sqrt(max(1.0 - abar_t, 1e-12))
+    return math.sqrt(abar_s) * x0 + math.sqrt(1.0 - abar_s) * eps

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...schedule import ddim_step
+
 COSINE_OFFSET = 0.008
 TIME_FEATURES = 64
 
@@ -119,10 +121,8 @@ def ddim_decode(
     unet: ConditionalUNet, y_hat: torch.Tensor, x_start: torch.Tensor, steps: int,
     on_call: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """DDIM with eta = 0 (Song et al. 2021, eq. 12) in the x0-parameterisation, from ``x_start`` at t = 1.
-
-    ``x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) eps_hat`` with ``eps_hat = (x_t - sqrt(abar_t) x0_hat) /
-    sqrt(1 - abar_t)``; the last step returns ``x0_hat``. Returns the clean estimate in [-1, 1].
+    """DDIM with eta = 0 (Song et al. 2021, eq. 12; :func:`pillow_diffcodec.schedule.ddim_step`) in the
+    x0-parameterisation, from ``x_start`` at t = 1; the last step returns ``x0_hat``, in [-1, 1].
     """
     times = ddim_times(steps)
     x = x_start
@@ -135,7 +135,5 @@ def ddim_decode(
             on_call()
         if s <= 0.0:
             break
-        a_t, a_s = alpha_bar(torch.tensor(t)).item(), alpha_bar(torch.tensor(s)).item()
-        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(max(1.0 - a_t, 1e-12))
-        x = math.sqrt(a_s) * x0 + math.sqrt(1.0 - a_s) * eps
+        x = ddim_step(x, x0, alpha_bar(torch.tensor(t)).item(), alpha_bar(torch.tensor(s)).item())
     return x0
