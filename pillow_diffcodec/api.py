@@ -31,6 +31,7 @@ from .errors import (
 from .fileinfo import ParsedFile, info, read_file
 from .models import DiffusionModel, check_kind, condition, load_model, pixels_per_position, reference_for_file
 from .options import check_known
+from .settings import EncodeSettings, check_seed
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
            "info"]
@@ -84,11 +85,6 @@ def _to_pixels(image: Image.Image, model: DiffusionModel) -> torch.Tensor:
 def _to_image(pixels: torch.Tensor) -> Image.Image:
     array = pixels.permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
-
-
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= container.MAX_SEED:
-        raise InvalidParameterError(f"Expected seed in [0, {container.MAX_SEED}], got {seed!r}")
 
 
 def _header(
@@ -154,9 +150,8 @@ def encode_images(
     """
     if not images:
         return []
-    entry = codec_by_name(codec)
-    check_known(params, entry.options, entry.name)
-    _check_seed(seed)
+    settings = EncodeSettings(codec, model, bpp, quality, seed, device, dtype, params)
+    entry = settings.entry
     text = conditioning.from_options(prompt, guidance)
     loaded = condition(_load_for(entry, model, device, dtype), text)
     model_chunks = (text.chunk(),) if text is not None else ()
@@ -288,7 +283,7 @@ def generate(
         raise UnsupportedImageError(f"generate() makes 'RGB' or 'L' images, got mode {mode!r}")
     entry = codec_by_name(codec)
     runner = entry.generator()
-    _check_seed(seed)
+    check_seed(seed)
     loaded = _load_for(entry, model, device, dtype)
     codec_params = entry.params.from_dict(params)
     with _codec_compute(entry):

@@ -26,10 +26,10 @@ import fsspec
 from tqdm.auto import tqdm
 
 import storage
+from pillow_diffcodec import settings as pdc_settings
 from pillow_diffcodec.codecs import DEFAULT_CODEC, codec_by_name
-from pillow_diffcodec.container import MAX_SEED
 from pillow_diffcodec.errors import InvalidParameterError
-from pillow_diffcodec.options import DEFAULT_QUALITY, check_known
+from pillow_diffcodec.options import DEFAULT_QUALITY
 
 from .cluster import RaySession, WorkerPlan, connect, plan_workers
 from .encoder import JOB_ERRORS, EncodeSettings, ShardEncoder, ShardJob, ShardResult
@@ -136,24 +136,13 @@ def _settings(
     codec_params: Mapping[str, Any],
 ) -> EncodeSettings:
     """Validated settings, so that a mistake stops the job before any item is encoded (not in every worker)."""
-    entry = codec_by_name(codec)
-    check_known(codec_params, entry.options, entry.name)
-    entry.params.from_dict(dict(codec_params))  # checks every given value
-    if bpp is not None and quality is not None:
-        raise InvalidParameterError("Give bpp= or quality=, not both")
-    if bpp is not None and (isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp < math.inf):
-        raise InvalidParameterError(f"Expected bpp to be a positive number, got {bpp!r}")
-    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, (int, float))
-                                or not 0 <= quality <= 100):
-        raise InvalidParameterError(f"Expected quality in [0, 100], got {quality!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InvalidParameterError(f"Expected seed in [0, {MAX_SEED}], got {seed!r}")
+    checked = pdc_settings.EncodeSettings(codec, bpp=bpp, quality=quality, seed=seed, params=codec_params)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"Expected batch_size to be a positive int, got {batch_size!r}")
     if bpp is None and quality is None and not codec_params:
         quality = DEFAULT_QUALITY  # what encode() would use; recorded so that both spellings match on resume
     return EncodeSettings(
-        codec=entry.name, bpp=bpp, quality=quality, seed=seed, keep_alpha=bool(keep_alpha), batch_size=batch_size,
+        codec=checked.codec, bpp=bpp, quality=quality, seed=seed, keep_alpha=bool(keep_alpha), batch_size=batch_size,
         params=dict(codec_params),
     )
 

@@ -17,7 +17,6 @@ with C in 1, 3, 4 and dtype uint8. The stored bytes of a chunk are a standalone 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import JSON, parse_named_configuration
 
 import pillow_diffcodec
-from pillow_diffcodec.codecs import codec_by_name
 from pillow_diffcodec.errors import CorruptFileError, InvalidParameterError
+from pillow_diffcodec.settings import EncodeSettings
 
 if TYPE_CHECKING:
     from typing import Self
@@ -41,21 +40,10 @@ if TYPE_CHECKING:
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
 NAME = "diffcodec"
-MAX_SEED = (1 << 32) - 1
 MODES_BY_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
 # zarr runs chunk codecs in several threads at once; models load lazily and torch already uses every
 # core, so one chunk at a time per process is both safe and as fast.
 _MODEL_LOCK = threading.Lock()
-
-
-def _number(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidParameterError(f"Expected {name} to be a number, got {value!r}")
-    if not (low < value if low_open else low <= value) or value > high:
-        raise InvalidParameterError(f"Expected {name} in {'(' if low_open else '['}{low}, {high}], got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -83,20 +71,13 @@ class DiffCodecImageCodec(ArrayBytesCodec):
         seed: int = 0,
         params: Mapping[str, Any] | None = None,
     ) -> None:
-        entry = codec_by_name(codec)  # UnknownCodecError lists the registered codecs
         if model is not None and (not isinstance(model, str) or not model):
             raise InvalidParameterError(f"Expected model to be a non-empty string or None, got {model!r}")
-        if quality is not None and bpp is not None:
-            raise InvalidParameterError("Give quality or bpp, not both")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise InvalidParameterError(f"Expected seed in [0, {MAX_SEED}], got {seed!r}")
-        if params is not None and not isinstance(params, Mapping):
-            raise InvalidParameterError(f"Expected params to be a mapping of codec options, got {params!r}")
-        entry.params.from_dict(dict(params or {}))  # unknown or out-of-range options raise here
-        object.__setattr__(self, "codec", entry.name)
+        checked = EncodeSettings(codec, bpp=bpp, quality=quality, seed=seed, params={} if params is None else params)
+        object.__setattr__(self, "codec", checked.codec)
         object.__setattr__(self, "model", model)
-        object.__setattr__(self, "quality", _number("quality", quality, 0, 100))
-        object.__setattr__(self, "bpp", _number("bpp", bpp, 0, 64, low_open=True))
+        object.__setattr__(self, "quality", quality)
+        object.__setattr__(self, "bpp", bpp)
         object.__setattr__(self, "seed", seed)
         frozen = {key: tuple(value) if isinstance(value, list) else value for key, value in dict(params or {}).items()}
         object.__setattr__(self, "params", tuple(sorted(frozen.items())))

@@ -100,3 +100,30 @@ def test_the_core_never_imports_storage_zarr_or_ray() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert "archive" in run("--help").stdout  # contributed by storage through the diffcodec.commands entry point
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"bpp": 100.0}, r"Expected bpp in \(0, 64\], got 100.0"),
+        ({"quality": 101}, r"Expected quality in \[0, 100\], got 101"),
+        ({"seed": -1}, r"Expected seed in \[0, 4294967295\], got -1"),
+        ({"bpp": 0.2, "quality": 40}, "Give bpp= or quality=, not both"),
+        ({"params": {"stepz": 4}}, "stepz"),
+    ],
+)
+def test_every_entry_point_refuses_the_same_settings_alike(tmp_path, settings, message):
+    """The API, bulk jobs and the zarr codec validate encode settings with one rule set and one message
+    (the bulk job refuses before it starts Ray or reads the source)."""
+    from ray_jobs import bulk_compress
+    from storage.zarr_codec import DiffCodecImageCodec
+
+    image = Image.new("RGB", (16, 16))
+    params = settings.get("params", {})
+    rate = {key: value for key, value in settings.items() if key != "params"}
+    with pytest.raises(pdc.InvalidParameterError, match=message):
+        pdc.encode(image, **rate, **params)
+    with pytest.raises(pdc.InvalidParameterError, match=message):
+        bulk_compress(str(tmp_path / "missing"), str(tmp_path / "out.zarr"), **rate, **params)
+    with pytest.raises(pdc.InvalidParameterError, match=message):
+        DiffCodecImageCodec(**rate, params=params)
