@@ -21,7 +21,7 @@ from typing import Any
 from pillow_diffcodec.cli import add_encode_options
 from pillow_diffcodec.codecs import CODECS
 from pillow_diffcodec.options import ENCODE_OPTIONS
-from storage.cli import print_extract_report, storage_option_pair, storage_options_from_pairs
+from storage.cli import FORMAT_HELP, print_extract_report, storage_option_pair, storage_options_from_pairs
 
 from .bulk import DEFAULT_BATCH_SIZE, bulk_compress
 from .errors import IncompleteJobError
@@ -80,12 +80,11 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_bulk_extract(args: argparse.Namespace) -> int:
-    format = None if args.format.upper() in ("DDCM", "RAW") else args.format.upper()
     try:
         report = extract_archive(
             args.archive,
             args.dest,
-            format=format,
+            format=args.format,
             storage_options=storage_options_from_pairs(args.storage_option),
             dest_options=storage_options_from_pairs(args.dest_option),
             model=args.model,
@@ -158,7 +157,7 @@ def register_extract(commands: Any) -> None:
     )
     extract.add_argument("archive", help="archive path or fsspec URL")
     extract.add_argument("dest", help="folder or fsspec URL")
-    extract.add_argument("--format", default="PNG", help="Pillow format to write, or DDCM for the stored files")
+    extract.add_argument("--format", default="PNG", help=FORMAT_HELP)
     extract.add_argument("--model", help="decode with this model instead of the one named in each file")
     extract.add_argument(
         "--dest-option",

@@ -7,7 +7,6 @@ load the model once and, on GPUs when the cluster has them, decode one shard aft
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -16,9 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import storage
-from pillow_diffcodec.errors import DiffCodecError
-from pillow_diffcodec.fsio import write_bytes_atomic
-from storage.extract import ExtractReport, output_name, suffix_for
+from storage.extract import ExtractReport, OutputFormat, extract_entry, output_bases
 
 from .cluster import WorkerPlan, connect, plan_workers
 
@@ -71,57 +68,23 @@ class _DatasetDecoder(_ShardDecoder):
 
 
 class _FileWriter(_ShardDecoder):
-    """``flat_map`` body: decodes a shard's entries and writes each as a file; one status row per entry."""
+    """``flat_map`` body: writes a shard's entries as files (:func:`storage.extract.extract_entry`); one
+    status row per entry."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None, model: str | None, device: str,
-                 dest: str, format: str | None, dest_options: dict[str, Any] | None, clashes: dict[str, str]) -> None:
+                 dest: str, format: OutputFormat, dest_options: dict[str, Any] | None,
+                 bases: dict[str, str | storage.ArchiveError]) -> None:
         super().__init__(url, storage_options, model, device)
-        self.dest, self.format, self.dest_options = dest.rstrip("/"), format, dest_options
-        self.suffix, self.clashes = suffix_for(format), clashes
+        self.dest, self.format, self.dest_options, self.bases = dest, format, dest_options, bases
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, str]]:
         out = []
-        for info, data in self.entries(int(row["shard"])):
+        for info, data in self.archive.records([int(row["shard"])]):
             key = info["key"]
-            if data is None:
-                out.append({"key": key, "outcome": "skipped", "detail": info["error"] or info["status"]})
-                continue
-            try:
-                if isinstance(data, storage.ArchiveError):
-                    raise data
-                if key in self.clashes:
-                    raise storage.ArchiveError(self.clashes[key])
-                target = f"{self.dest}/{output_name(key, self.suffix)}"
-                write_bytes_atomic(self.encoded(data), target, storage_options=self.dest_options)
-            except (DiffCodecError, OSError, ValueError) as exc:
-                out.append({"key": key, "outcome": "errors", "detail": str(exc)})
-                continue
-            out.append({"key": key, "outcome": "written", "detail": target})
+            outcome, detail = extract_entry(
+                info, data, self.bases[key], self.dest, self.format, self.decode, self.dest_options)
+            out.append({"key": key, "outcome": outcome, "detail": detail})
         return out
-
-    def encoded(self, data: bytes) -> bytes:
-        """The file to write: the stored bitstream itself, or its decoded image in the chosen format."""
-        if self.format is None:
-            return data
-        buffer = io.BytesIO()
-        self.decode(data).save(buffer, format=self.format)
-        return buffer.getvalue()
-
-
-def _clashing_outputs(keys: list[str], suffix: str) -> dict[str, str]:
-    """Keys whose output file another key would also write (e.g. a.png and a.jpg as PNGs), with why."""
-    owners: dict[str, str] = {}
-    clashes = {}
-    for key in keys:
-        try:
-            name = output_name(key, suffix)
-        except storage.ArchiveError:
-            continue  # an unsafe key is reported by the worker that reaches it
-        if name in owners:
-            clashes[key] = f"Key {key!r} would overwrite the output of key {owners[name]!r} ({name})"
-        else:
-            owners[name] = key
-    return clashes
 
 
 def _shard_dataset(url: str, storage_options: dict[str, Any] | None, only_ok: bool) -> tuple[Any, int, int]:
@@ -203,22 +166,22 @@ def extract_archive(
     ray_address: str | None = None,
     progress: bool = True,
 ) -> ExtractReport:
-    """Decode every ok entry and write ``dest/<key with the format's suffix>`` (atomically), in parallel.
-
-    ``format=None`` writes the stored diffcodec files as they are. Failed and pending entries are
-    skipped, damaged ones reported; the others go on. Workers as in :func:`ray_jobs.bulk_compress`.
+    """Decode every ok entry and write it below ``dest`` (atomically), in parallel; what is written and
+    how outputs are named as :func:`storage.extract.extract` (``format="RAW"`` or a codec name: the
+    stored files as they are). Failed and pending entries are skipped, damaged ones reported; the others
+    go on. Workers as in :func:`ray_jobs.bulk_compress`.
     """
-    suffix_for(format)  # an unknown format stops here, before any worker starts
+    output = OutputFormat.named(format)  # an unknown format stops here, before any worker starts
     session = connect(ray_address)
     try:
         plan = plan_workers(num_gpus, num_workers)
         shards, count, entries = _shard_dataset(url, storage_options, only_ok=False)
-        clashes = _clashing_outputs(storage.open_archive(url, "r", storage_options).keys(), suffix_for(format))
-        arguments = (url, storage_options, model, plan.device, dest, format, dest_options, clashes)
+        bases = output_bases(storage.open_archive(url, "r", storage_options).keys())
+        arguments = (url, storage_options, model, plan.device, dest, output, dest_options, bases)
         report = ExtractReport()
         with tqdm(total=entries, unit="img", desc="extract", disable=not progress) as bar, quiet_ray_data():
             for row in _mapped(shards, count, _FileWriter, plan, arguments).iter_rows():
-                getattr(report, row["outcome"])[row["key"]] = row["detail"]
+                report.record(row["key"], row["outcome"], row["detail"])
                 bar.update()
     finally:
         session.close()

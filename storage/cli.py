@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,9 @@ from pillow_diffcodec.errors import DiffCodecError
 
 from .archive import Archive, open_archive
 from .extract import ExtractReport
+
+FORMAT_HELP = ("Pillow format to write (default PNG), or RAW for the stored files as they are (a codec name such "
+               "as DDCM also writes them, refusing files of other codecs)")
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -109,12 +113,12 @@ def _verify(args: argparse.Namespace, archive: Archive) -> int:
 
 def _extract(args: argparse.Namespace, archive: Archive) -> int:
     options = {"model": args.model} if args.model else {}
-    format = None if args.format.upper() in ("DDCM", "RAW") else args.format.upper()
     report = archive.extract(
         args.destination,
-        format,
+        args.format,
         storage_options=storage_options_from_pairs(args.dest_option),
         progress=not args.quiet,
+        jobs=args.jobs,
         **options,
     )
     return print_extract_report(report, f"{len(report.written)} of {len(archive)} entries to {args.destination}")
@@ -161,8 +165,10 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--model", help="decode with this model instead of the one named in each file")
     extract = _parser(commands, "extract", "decode every ok entry to image files below a folder or URL", _extract)
     extract.add_argument("destination", help="folder or fsspec URL; entries go to <destination>/<key>.<ext>")
-    extract.add_argument("--format", default="PNG", help="Pillow format to write, or DDCM for the stored files")
+    extract.add_argument("--format", default="PNG", help=FORMAT_HELP)
     extract.add_argument("--model", help="decode with this model instead of the one named in each file")
+    extract.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                         help="entries decoded at once, in threads (default: the CPU count)")
     extract.add_argument(
         "--dest-option",
         type=storage_option_pair,

@@ -15,6 +15,7 @@ from PIL import Image
 import pillow_diffcodec
 import storage
 from pillow_diffcodec.errors import DiffCodecError, InvalidParameterError
+from storage.extract import output_bases
 
 from .conftest import FAST
 
@@ -266,6 +267,50 @@ def test_extract_writes_images_and_reports_the_rest(tmp_path, encoded, capsys) -
     assert "extract" in capsys.readouterr().err  # the progress bar
     raw = storage.open_archive(url).extract(str(tmp_path / "raw"), format=None, progress=False)
     assert (tmp_path / "raw" / "deep" / "dir" / "one.ddcm").read_bytes() == encoded[0] and len(raw.written) == 2
+
+
+def test_extract_keeps_every_entry_whose_names_would_clash(tmp_path, encoded) -> None:
+    """photo.png, photo.jpg and photo would all become photo.png: the two with extensions keep their full
+    key (photo.png.png, photo.jpg.png), and each file holds its own entry's pixels, with any --jobs."""
+    url = str(tmp_path / "a.zarr")
+    keys = ["photo.png", "photo.jpg", "photo", "deep/cat.jpg"]
+    with storage.open_archive(url, "w") as archive:
+        for key, data in zip(keys, encoded):
+            archive.add(key, data)
+    names = {"photo.png": "photo.png.png", "photo.jpg": "photo.jpg.png", "photo": "photo.png",
+             "deep/cat.jpg": "deep/cat.png"}
+    outputs = {}
+    for jobs in (1, 3):
+        report = storage.open_archive(url).extract(str(tmp_path / f"out{jobs}"), progress=False, jobs=jobs)
+        assert report.written == {key: str(tmp_path / f"out{jobs}" / name) for key, name in names.items()}
+        assert not report.errors and not report.skipped
+        outputs[jobs] = {key: (tmp_path / f"out{jobs}" / name).read_bytes() for key, name in names.items()}
+    assert outputs[1] == outputs[3]  # the decoded pixels do not depend on the number of threads
+    for key, data in zip(keys, encoded):
+        restored = Image.open(io.BytesIO(outputs[3][key]))
+        assert np.array_equal(np.asarray(restored), np.asarray(pillow_diffcodec.decode(data)))
+    assert output_bases(["a.png", "a.jpg", "a.png.tif"]) == {
+        "a.png": "a.png", "a.jpg": "a.jpg", "a.png.tif": "a.png.tif"}  # a.png.png would clash: all keep their key
+
+
+def test_archive_of_cdc_files_extracts_to_cdc_files(tmp_path, photo) -> None:
+    """The stored files get their codec's extension (from the registry); a codec name as the format
+    writes the stored files too and refuses entries of another codec; unknown formats are refused."""
+    from .test_cdc import tiny_cdc_folder
+
+    cdc = pillow_diffcodec.encode(photo.crop((0, 0, 32, 32)), codec="CDC",
+                                  model=str(tiny_cdc_folder(tmp_path / "tiny-cdc")), rate_point=0)
+    url = str(tmp_path / "a.zarr")
+    with storage.open_archive(url, "w") as archive:
+        archive.add("crop.png", cdc)
+    archive = storage.open_archive(url)
+    for format in (None, "RAW", "cdc"):
+        report = archive.extract(str(tmp_path / str(format)), format=format, progress=False)
+        assert (tmp_path / str(format) / "crop.cdc").read_bytes() == cdc and len(report.written) == 1
+    wrong = archive.extract(str(tmp_path / "psc"), format="PSC", progress=False)
+    assert "is a CDC file, not PSC" in wrong.errors["crop.png"] and not (tmp_path / "psc").exists()
+    with pytest.raises(InvalidParameterError, match="Cannot extract as 'NOPE'"):
+        archive.extract(str(tmp_path / "nope"), format="NOPE")
 
 
 def test_as_torch_dataset(tmp_path, encoded) -> None:

@@ -167,6 +167,25 @@ def test_extract_reports_a_damaged_entry_and_writes_the_others(folder_archive, t
     assert sorted(report.written) == sorted(set(GOOD_KEYS) - {victim}) and list(report.skipped) == ["a/broken.png"]
 
 
+def test_bulk_extract_names_outputs_as_archive_extract_does(local_ray, model_dir, photo, tmp_path) -> None:
+    """Both extraction commands share one entry writer: photo.png and photo.jpg are both kept, stored
+    files get the codec's extension, and the two commands write the same files."""
+    crops = [photo.crop((x, 0, x + 16, 16)) for x in (0, 16, 32)]
+    url = str(tmp_path / "a.zarr")
+    with storage.open_archive(url, "w", items_per_shard=2) as archive:
+        for key, data in zip(["photo.png", "photo.jpg", "dir/cat.jpg"],
+                             pillow_diffcodec.encode_batch(crops, model=str(model_dir), **FAST)):
+            archive.add(key, data)
+    expected = ["dir/cat.ddcm", "photo.jpg.ddcm", "photo.png.ddcm"]
+    for format in ("RAW", "DDCM"):
+        assert cli_main(["bulk-extract", url, str(tmp_path / format), "--format", format, "-q"]) == 0
+        assert sorted(str(p.relative_to(tmp_path / format)) for p in (tmp_path / format).rglob("*.ddcm")) == expected
+    ray_jobs.extract_archive(url, str(tmp_path / "ray"), progress=False)
+    storage.open_archive(url).extract(str(tmp_path / "local"), progress=False, jobs=2)
+    for name in ["dir/cat.png", "photo.jpg.png", "photo.png.png"]:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
 def test_bulk_cli_reports_and_refuses_in_one_line(local_ray, folder, model_dir, tmp_path, capsys) -> None:
     dest = str(tmp_path / "cli.zarr")
     arguments = ["bulk", str(folder), dest, "--model", str(model_dir), "--steps", "3", "--codebook-size", "16", "-q"]

@@ -21,6 +21,7 @@ are kept in an LRU cache keyed by resolved name, device and dtype; :func:`clear_
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ MODEL_ALIASES = {
 }
 MODEL_CACHE_SIZE = 4
 _cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel] = OrderedDict()
+_cache_lock = threading.RLock()
 
 __all__ = [
     "LAYOUTS", "CDCModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
@@ -233,18 +235,20 @@ def load_model(
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     name, directory = locate(DEFAULT_MODEL if reference is None else reference)
     key = (name, str(device), str(dtype))
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
-    layout = _layout_of(directory)
-    if layout is None:
-        expected = "; or ".join(f"a {layout.kind}: {layout.expects}" for layout in LAYOUTS)
-        raise ModelNotFoundError(f"No model in {str(directory)!r} that pillow-diffcodec can load: expected {expected}")
-    model = layout.load(directory, name=name, device=device, dtype=dtype)
-    _cache[key] = model
-    while len(_cache) > MODEL_CACHE_SIZE:
-        _cache.popitem(last=False)
-    return model
+    with _cache_lock:  # threads decoding at once (e.g. a parallel extract) load a model once
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        layout = _layout_of(directory)
+        if layout is None:
+            expected = "; or ".join(f"a {layout.kind}: {layout.expects}" for layout in LAYOUTS)
+            raise ModelNotFoundError(
+                f"No model in {str(directory)!r} that pillow-diffcodec can load: expected {expected}")
+        model = layout.load(directory, name=name, device=device, dtype=dtype)
+        _cache[key] = model
+        while len(_cache) > MODEL_CACHE_SIZE:
+            _cache.popitem(last=False)
+        return model
 
 
 def available_models() -> list[dict[str, Any]]:
