@@ -1,7 +1,8 @@
 """fsspec-aware reading and writing of single images, and zarr archives of many images.
 
 Archives (docs/ARCHIVE.md): ``open_archive(url, mode)`` returns an :class:`Archive`; bulk jobs write
-them shard by shard with ``Archive.reserve`` and ``write_shard`` (see :mod:`storage.shards`).
+them shard by shard with ``Archive.reserve`` and ``write_shard`` (see :mod:`storage.shards`);
+``Archive.verify(repair=True)`` and ``rebuild_root`` repair them (see :mod:`storage.repair`).
 
 ``save_image`` encodes the whole file in memory first and then writes it to a temporary sibling
 that is moved into place, so a failure at any point leaves no partial file and an existing file
@@ -18,6 +19,7 @@ import fsspec
 from PIL import Image
 
 import pillow_diffcodec  # noqa: F401  (registers the diffcodec formats with Pillow)
+from pillow_diffcodec.codecs import DEFAULT_CODEC
 from pillow_diffcodec.fsio import write_bytes_atomic
 
 from .archive import Archive, open_archive
@@ -39,6 +41,7 @@ from .errors import (
     UnsupportedArchiveVersionError,
 )
 from .extract import ExtractReport
+from .repair import rebuild_root, repair_entries
 from .shards import Reservation, ShardReport, write_shard
 from .verify import VerifyReport
 
@@ -65,6 +68,8 @@ __all__ = [
     "VerifyReport",
     "open_archive",
     "open_image",
+    "rebuild_root",
+    "repair_entries",
     "save_image",
     "write_bytes_atomic",
     "write_shard",
@@ -72,7 +77,7 @@ __all__ = [
 
 
 def save_image(
-    image: Image.Image, url: str, *, format: str = "DDCM", storage_options: dict[str, Any] | None = None, **options: Any
+    image: Image.Image, url: str, *, format: str = DEFAULT_CODEC, storage_options: dict[str, Any] | None = None, **options: Any
 ) -> None:
     """Encode ``image`` with Pillow (``format``, ``options`` as for ``Image.save``) and write it atomically."""
     buffer = io.BytesIO()

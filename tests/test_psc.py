@@ -88,6 +88,27 @@ def test_encoder_and_decoder_compute_identical_rows(image, encoded) -> None:
     assert torch.allclose(rows @ rows.T, torch.eye(6, dtype=torch.float64), atol=1e-5)  # orthonormal rows
 
 
+def test_samples_share_model_calls_and_files_from_before_still_decode(image, encoded) -> None:
+    """The s posterior samples go through the UNet in one call per step (s times fewer calls at the same
+    output); a file made one sample per call, as PSC made them before, records that in its signature and
+    decodes by replaying it that way."""
+    calls = []
+    hook = MODEL.unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        pdc.decode(encoded.data, model=MODEL)
+        batched_calls = list(calls)
+        params = PSCParams(**pdc.info(encoded.data)["params"])
+        old, recon, _ = psc.encode_one(MODEL, params, 0, pixels_of(image), psc.compute_signature(MODEL, batched=False),
+                                       torch.get_num_threads(), batched=False)
+    finally:
+        hook.remove()
+    assert batched_calls == [3] * (3 * 2) + [1] * 3  # 3 rounds x 2 DDRM steps of 3 samples, then 3 final steps
+    parsed = read_file(encoded.data)
+    decoded = psc.decode(MODEL, parsed.params, 0, 16, 16, old)
+    assert torch.equal(decoded, recon)
+    assert np.abs(decoded.numpy().astype(int) - pixels_of(encoded.reconstruction).numpy().astype(int)).max() <= 2
+
+
 def test_decode_equals_the_encoders_reconstruction(encoded) -> None:
     decoded = pdc.decode(encoded.data, model=MODEL)
     assert np.array_equal(np.asarray(decoded), np.asarray(encoded.reconstruction))

@@ -55,6 +55,10 @@ class DiffusionModel(Protocol):
         """Clean estimate (float32) for one noisy sample at training timestep ``t``."""
         ...
 
+    def predict_x0_batch(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """Clean estimates (float32) for a batch (B, C, H, W) of noisy samples at timestep ``t``, in one call."""
+        ...
+
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
     """``device`` (None: the default) as a torch device that exists here, or InvalidParameterError saying why not."""

@@ -295,19 +295,25 @@ class LatentDiffusionModel:
         with this model (the paper's encoder-decoder bound)."""
         return self.to_pixels(self.to_model_space(pixels), pixels.shape[2], pixels.shape[1])
 
-    @torch.inference_mode()
     def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """Clean latent estimate (float32) at training timestep t, with classifier-free guidance when set.
+        """Clean latent estimate (float32) for one noisy latent (C, H, W) at training timestep t."""
+        return self.predict_x0_batch(x_t[None], t)[0]
+
+    @torch.inference_mode()
+    def predict_x0_batch(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """Clean latent estimates (float32) for a batch (B, C, H, W) at training timestep t, in one UNet call,
+        with classifier-free guidance when set.
 
         With guidance ``w``: ``out = out(empty) + w (out(prompt) - out(empty))`` (Ho & Salimans 2022,
         eq. 6, on the epsilon or v output), then DDPM eq. 15 / v-prediction for ``x0hat``.
         """
         embeddings = self._embeddings
+        batch = x_t.shape[0]
         n = 1 if embeddings is None else embeddings.shape[0]
-        x = x_t[None].to(self.dtype).expand(n, -1, -1, -1)
-        timesteps = torch.full((n,), t, device=self.device)
-        text = {} if embeddings is None else {"encoder_hidden_states": embeddings}
+        x = x_t.to(self.dtype).repeat(n, 1, 1, 1)  # [empty x B, prompt x B] with guidance
+        timesteps = torch.full((n * batch,), t, device=self.device)
+        text = {} if embeddings is None else {"encoder_hidden_states": embeddings.repeat_interleave(batch, dim=0)}
         output = self.unet(x, timesteps, **text).sample.to(torch.float32)
         if n == 2:
-            output = output[:1] + self.conditioning.guidance * (output[1:] - output[:1])
-        return self.schedule.predict_x0(output[0], x_t, t)
+            output = output[:batch] + self.conditioning.guidance * (output[batch:] - output[:batch])
+        return self.schedule.predict_x0(output, x_t, t)

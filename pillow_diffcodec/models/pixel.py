@@ -177,16 +177,21 @@ class PixelDiffusionModel:
         x = sample[:, :height, :width]
         return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
-    @torch.inference_mode()
     def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """Clean estimate ``x0hat`` (float32) for one noisy sample (C, H, W) at training timestep t."""
-        x = x_t[None].to(self.dtype)
+        return self.predict_x0_batch(x_t[None], t)[0]
+
+    @torch.inference_mode()
+    def predict_x0_batch(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """Clean estimates (float32) for a batch of noisy samples (B, C, H, W) in one UNet call; sample by
+        sample the same arithmetic as B calls of one, though the kernels may sum in another order."""
+        x = x_t.to(self.dtype)
         if self.pixel_unshuffle != 1:
             x = torch.nn.functional.pixel_unshuffle(x, self.pixel_unshuffle)
-        output = self.unet(x, torch.tensor([t], device=self.device)).sample
+        output = self.unet(x, torch.full((x.shape[0],), t, device=self.device)).sample
         if self.pixel_unshuffle != 1:
             output = torch.nn.functional.pixel_shuffle(output, self.pixel_unshuffle)
-        x0 = self.schedule.predict_x0(output[0].to(torch.float32), x_t, t, clip=False)
+        x0 = self.schedule.predict_x0(output.to(torch.float32), x_t, t, clip=False)
         if self.equalize_subpixel_means:
-            x0 = equalize_subpixel_means(x0, self.pixel_unshuffle)
+            x0 = torch.stack([equalize_subpixel_means(one, self.pixel_unshuffle) for one in x0])
         return self.schedule.clip(x0)

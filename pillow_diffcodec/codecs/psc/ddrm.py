@@ -53,11 +53,15 @@ def sample(
     noise: Noise,
     count: int,
     on_call: Callable[[], None] | None = None,
+    *,
+    batched: bool = True,
 ) -> torch.Tensor:
     """``count`` DDRM samples of ``p(x | H x = y)`` (count, D), with ``steps`` model calls each.
 
-    Model calls are made one sample at a time (the :class:`DiffusionModel` contract); the linear
-    algebra runs on the whole batch. ``on_call`` is called after every model call.
+    ``batched``: the ``count`` chains share one model call per step (``predict_x0_batch``); otherwise
+    one call per chain (how PSC files were made before it batched them: their compute signature says
+    which). The linear algebra runs on the whole batch. ``on_call`` is called once
+    per sample and step, so progress counts the same either way.
     """
     schedule = model.schedule
     timesteps = schedule.timesteps(steps)
@@ -67,7 +71,10 @@ def sample(
     xbar = project(sigma_first * z, rows, y) + sigma_first * (z @ rows.T) @ rows  # H xbar = y + sigma_T H z
     x = math.sqrt(abar[0]) * xbar
     for k, t in enumerate(timesteps):
-        x0 = torch.stack([model.predict_x0(x[j].view(shape), t).reshape(-1) for j in range(count)])
+        if batched:
+            x0 = model.predict_x0_batch(x.view(count, *shape), t).reshape(count, -1)
+        else:
+            x0 = torch.stack([model.predict_x0(x[j].view(shape), t).reshape(-1) for j in range(count)])
         if on_call is not None:
             for _ in range(count):
                 on_call()

@@ -72,9 +72,10 @@ FINAL_STREAM = 0  # noise stream of the final reconstruction; round n (0-based) 
 Source = Callable[[int, torch.Tensor, np.ndarray, np.ndarray], np.ndarray]
 
 
-def compute_signature(model: DiffusionModel) -> str:
-    """What the numbers depend on besides the file: torch version, device type, dtype, and the CPU's vector
-    ISA (oneDNN/MKL kernels differ) or the GPU model, compute capability and CUDA version."""
+def compute_signature(model: DiffusionModel, batched: bool = True) -> str:
+    """What the numbers depend on besides the file: torch version, device type, dtype, the CPU's vector
+    ISA (oneDNN/MKL kernels differ) or the GPU model, compute capability and CUDA version, and whether
+    the s posterior samples share each model call (``batched``; files made before batching say not)."""
     device = model.device
     parts = [f"torch {torch.__version__}", device.type, str(model.dtype).removeprefix("torch.")]
     if device.type == "cuda":
@@ -82,6 +83,8 @@ def compute_signature(model: DiffusionModel) -> str:
         parts += [torch.cuda.get_device_name(device), f"sm{major}{minor}", f"cuda {torch.version.cuda}"]
     elif device.type == "cpu":
         parts.append(torch.backends.cpu.get_cpu_capability())
+    if batched:
+        parts.append("batched samples")
     return "; ".join(parts)
 
 
@@ -118,6 +121,7 @@ class Trace:
 def run_rounds(
     model: DiffusionModel, params: PSCParams, seed: int, shape: tuple[int, int, int], rounds: int,
     source: Source, expected: dict[int, int] | None = None, on_call: Callable[[], None] | None = None,
+    batched: bool = True,
 ) -> Trace:
     """PSC Algorithm 2's loop, shared by encoder and decoder: up to ``rounds`` rounds of DDRM sampling,
     AdaSense rows and ``source``'s measurements; stops early when the source gives fewer than r values.
@@ -130,7 +134,8 @@ def run_rounds(
     crc = 0
     for n in range(rounds):
         noise = ddrm.noise_stream(seed, n + 1, params.samples, numel, device)
-        samples = ddrm.sample(model, trace.rows, trace.y, shape, params.ddrm_steps, noise, params.samples, on_call)
+        samples = ddrm.sample(model, trace.rows, trace.y, shape, params.ddrm_steps, noise, params.samples, on_call,
+                              batched=batched)
         new, mean, scale = next_rows(samples, trace.rows, params.rows)
         crc = zlib.crc32(new.cpu().numpy().tobytes(), crc)
         trace.crcs.append(crc & CHECK_MASK)
@@ -150,12 +155,12 @@ def run_rounds(
 
 def reconstruct(
     model: DiffusionModel, params: PSCParams, seed: int, shape: tuple[int, int, int], trace: Trace, sampler: str,
-    on_call: Callable[[], None] | None = None,
+    on_call: Callable[[], None] | None = None, batched: bool = True,
 ) -> torch.Tensor:
     """The final reconstruction: one DDRM sample, or the mean of s (an estimate of the posterior mean)."""
     count = 1 if sampler == "ddrm" else params.samples
     noise = ddrm.noise_stream(seed, FINAL_STREAM, count, math.prod(shape), model.device)
-    samples = ddrm.sample(model, trace.rows, trace.y, shape, params.final_steps, noise, count, on_call)
+    samples = ddrm.sample(model, trace.rows, trace.y, shape, params.final_steps, noise, count, on_call, batched=batched)
     return samples.mean(dim=0).view(shape)
 
 
@@ -250,16 +255,17 @@ def choose_params(
 
 def encode_one(
     model: DiffusionModel, params: PSCParams, seed: int, image: torch.Tensor, signature: str, threads: int,
-    on_call: Callable[[], None] | None = None,
+    on_call: Callable[[], None] | None = None, batched: bool = True,
 ) -> tuple[bytes, torch.Tensor, Trace]:
-    """Encode one uint8 image (C, H, W): (payload, the decoder's reconstruction, the rounds' trace)."""
+    """Encode one uint8 image (C, H, W): (payload, the decoder's reconstruction, the rounds' trace);
+    ``batched=False`` (with its signature) makes the files PSC made before it batched its samples."""
     height, width = image.shape[1:]
     target = model.to_model_space(image)
     shape = tuple(target.shape)
     source = BudgetedEncoder(params, target.reshape(-1))
     with pinned_compute(threads):
-        trace = run_rounds(model, params, seed, shape, params.iterations, source, on_call=on_call)
-        final = reconstruct(model, params, seed, shape, trace, params.final_sampler, on_call)
+        trace = run_rounds(model, params, seed, shape, params.iterations, source, on_call=on_call, batched=batched)
+        final = reconstruct(model, params, seed, shape, trace, params.final_sampler, on_call, batched)
     recon = model.to_pixels(final, width, height)
     rounds = rounds_for(source.count, params.rows)
     checks = tuple(trace.crcs[i - 1] for i in checkpoints(rounds, params.check_every))
@@ -307,7 +313,8 @@ def replay(
         raise CorruptFileError(f"PSC parameters do not fit model {model.name!r}: {exc}") from None
     head, coded = read_head(params, payload)
     signature = compute_signature(model)
-    if head.signature != signature_hash(signature) and not force:
+    batched = head.signature != signature_hash(compute_signature(model, batched=False))
+    if batched and head.signature != signature_hash(signature) and not force:
         raise ComputeMismatchError(
             f"File was encoded under another compute signature (hash {head.signature:08x}) than this decoder's "
             f"{signature!r} (hash {signature_hash(signature):08x}); "
@@ -328,8 +335,8 @@ def replay(
     shape = model.sample_shape(width, height)
     tick = _counter(progress, _model_calls(params, rounds, sampler))
     with pinned_compute(head.threads):
-        trace = run_rounds(model, params, seed, shape, rounds, source, expected, tick)
-        final = reconstruct(model, params, seed, shape, trace, sampler, tick)
+        trace = run_rounds(model, params, seed, shape, rounds, source, expected, tick, batched)
+        final = reconstruct(model, params, seed, shape, trace, sampler, tick, batched)
     pixels = model.to_pixels(final, width, height)
     if count == head.measurements and sampler == params.final_sampler and _pixel_check(pixels) != head.pixel_check:
         raise DivergenceError(
