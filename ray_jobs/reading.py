@@ -9,17 +9,20 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
 import storage
+from pillow_diffcodec.errors import InvalidParameterError
 from storage.extract import ExtractReport, OutputFormat, extract_entry, output_bases
 
 from .cluster import WorkerPlan, connect, plan_workers
 
 METADATA_COLUMNS = ("index", "key", "width", "height", "mode", "bpp", "bytes", "source_size", "source_sha256")
+OnError = Literal["raise", "skip", "null"]
+ON_ERROR: tuple[OnError, ...] = ("raise", "skip", "null")
 
 
 class _ShardDecoder:
@@ -53,18 +56,32 @@ class _ShardDecoder:
 
 
 class _DatasetDecoder(_ShardDecoder):
-    """``flat_map`` body: one shard index in, one row per ok entry out (image as a uint8 array)."""
+    """``flat_map`` body: one shard index in, one row per ok entry out (image as a uint8 array); a damaged
+    entry raises, is left out or becomes a row with image None, as ``on_error`` says."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None, model: str | None, device: str,
+                 on_error: OnError) -> None:
+        super().__init__(url, storage_options, model, device)
+        self.on_error = on_error
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for info, data in self.entries(int(row["shard"])):
-            if data is None:
+            if data is None or (isinstance(data, storage.ArchiveError) and self.on_error == "skip"):
                 continue
-            if isinstance(data, storage.ArchiveError):
-                raise data
-            image = self.decode(data)
-            rows.append({**{name: info[name] for name in METADATA_COLUMNS}, "image": np.asarray(image)})
+            if isinstance(data, storage.ArchiveError) and self.on_error == "raise":
+                from .dataset_errors import DamagedEntryError
+
+                raise DamagedEntryError(str(data)) from None
+            rows.append({**{name: info[name] for name in METADATA_COLUMNS}, **self.decoded(data)})
         return rows
+
+    def decoded(self, data: bytes | storage.ArchiveError) -> dict[str, Any]:
+        """The row's image (None for a damaged entry) and, with ``on_error="null"``, its ``error`` column."""
+        if isinstance(data, storage.ArchiveError):
+            return {"image": None, "error": str(data)}
+        image = np.asarray(self.decode(data))
+        return {"image": image, "error": ""} if self.on_error == "null" else {"image": image}
 
 
 class _FileWriter(_ShardDecoder):
@@ -137,20 +154,36 @@ def read_archive(
     num_gpus: float | None = None,
     num_workers: int | None = None,
     ray_address: str | None = None,
+    on_error: OnError = "raise",
 ) -> Any:
     """A Ray Dataset of the archive's ok entries, decoded by actors spread over the cluster.
 
     Columns: ``image`` (uint8 array: H x W for L, H x W x 3 for RGB, H x W x 4 for RGBA) and the
     metadata ``index``, ``key``, ``width``, ``height``, ``mode``, ``bpp``, ``bytes``, ``source_size``,
     ``source_sha256``. Failed and pending entries are left out (``storage.open_archive(url).failed()``
-    lists them); a damaged entry fails the dataset with its :class:`storage.CorruptEntryError`.
+    lists them). A damaged entry (``diffcodec archive verify --repair`` repairs it), by ``on_error``:
+
+    - ``"raise"`` (default): consuming the dataset (``take_all()``, ``iter_rows()``, ...) raises a
+      :class:`storage.CorruptEntryError` whose message names the key. Ray wraps it: the exception is
+      Ray's ``RayTaskError(DamagedEntryError)``, an instance of both ``ray.exceptions.RayTaskError``
+      and :class:`storage.CorruptEntryError` (``except storage.CorruptEntryError`` catches it); its
+      ``cause`` is the worker's :class:`ray_jobs.dataset_errors.DamagedEntryError` with the message
+      alone. This dataset (and those made from it) raises the original errors of its map functions.
+    - ``"skip"``: the entry is left out.
+    - ``"null"``: its row has ``image`` None, and every row has an ``error`` column (the entry's
+      error, "" for the others).
+
     Decoding uses the model named in each file unless ``model`` is given; workers as in
     :func:`ray_jobs.bulk_compress`. Ray stays connected (the dataset runs when it is consumed).
     """
+    if on_error not in ON_ERROR:
+        raise InvalidParameterError(f"Expected on_error to be one of {ON_ERROR}, got {on_error!r}")
     connect(ray_address)
     plan = plan_workers(num_gpus, num_workers)
     shards, count, _ = _shard_dataset(url, storage_options, only_ok=True)
-    return _mapped(shards, count, _DatasetDecoder, plan, (url, storage_options, model, plan.device))
+    dataset = _mapped(shards, count, _DatasetDecoder, plan, (url, storage_options, model, plan.device, on_error))
+    dataset.context.raise_original_map_exception = True  # the worker's CorruptEntryError, not a UserCodeException
+    return dataset
 
 
 def extract_archive(

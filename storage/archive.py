@@ -64,6 +64,10 @@ CACHED_SHARDS = 4
 # Errors that belong to one image (recorded as a failed entry by add); anything else is the caller's to fix.
 IMAGE_ERRORS = (DiffCodecError, OSError, ValueError)
 CALLER_ERRORS = (InvalidParameterError, ModelNotFoundError, UnknownCodecError)
+REPAIR_HINT = (
+    "repair it with `diffcodec archive verify --repair URL` (Archive.verify(repair=True)), which re-encodes it "
+    "from its source, or rewrite it with add(..., overwrite=True)"
+)
 
 
 class Archive:
@@ -261,7 +265,7 @@ class Archive:
             key = self._field(slot, "key")
             return CorruptEntryError(
                 f"Entry {key!r} in {self.url}: its bitstream cannot be read ({type(exc).__name__}: {exc}); "
-                "rewrite the entry (add(..., overwrite=True) or rerun its shard)"
+                f"{REPAIR_HINT}"
             )
 
     def _validated(self, key: str, data: bytes | ArchiveError, check: bool) -> bytes:
@@ -269,17 +273,13 @@ class Archive:
             raise data
         if not data:
             raise CorruptEntryError(
-                f"Entry {key!r} in {self.url} is marked ok but its bitstream is missing; "
-                "rewrite the entry (add(..., overwrite=True) or rerun its shard)"
+                f"Entry {key!r} in {self.url} is marked ok but its bitstream is missing; {REPAIR_HINT}"
             )
         if check:
             try:
                 pillow_diffcodec.info(data)
             except DiffCodecError as exc:
-                raise CorruptEntryError(
-                    f"Entry {key!r} in {self.url} is damaged: {exc}; "
-                    "rewrite the entry (add(..., overwrite=True) or rerun its shard)"
-                ) from exc
+                raise CorruptEntryError(f"Entry {key!r} in {self.url} is damaged: {exc}; {REPAIR_HINT}") from exc
         return data
 
     def read_bytes(self, item: Item, *, check: bool = True) -> bytes:
@@ -355,7 +355,11 @@ class Archive:
         if self.mode == "r":
             raise ReadOnlyArchiveError(f"{self.url} was opened read-only; open it with mode 'a' to write")
 
-    def _make_entry(self, key: str, value: Image.Image | bytes, save_options: dict[str, Any]) -> Entry:
+    def _make_entry(self, key: str, value: Image.Image | bytes | Entry, save_options: dict[str, Any]) -> Entry:
+        if isinstance(value, Entry):
+            if value.key != key or save_options:
+                raise InvalidParameterError(f"add() takes an Entry as is, under its own key {value.key!r}")
+            return value
         if isinstance(value, Image.Image):
             try:
                 return Entry.ok(key, pillow_diffcodec.encode(value, **save_options))
@@ -389,11 +393,11 @@ class Archive:
             return Entry.failed(key, exc, source=data)
 
     def add(
-        self, key: str, value: Image.Image | bytes, *, overwrite: bool = False, **save_options: Any
+        self, key: str, value: Image.Image | bytes | Entry, *, overwrite: bool = False, **save_options: Any
     ) -> dict[str, Any]:
         """Add an entry: a PIL image (encoded with ``save_options`` as for ``Image.save(..., format="DDCM")``),
-        an already encoded diffcodec file, or the bytes of any image file Pillow opens (its size and
-        sha256 are recorded).
+        an already encoded diffcodec file, the bytes of any image file Pillow opens (its size and
+        sha256 are recorded), or a prepared :class:`Entry` of this key (stored as it is).
 
         An image that cannot be encoded is recorded as a failed entry with its error (and returned
         as such); bad options raise. A key that exists is an error unless ``overwrite=True`` or the
@@ -488,6 +492,8 @@ class Archive:
                 self._rows.pop((slots[0] // self.items_per_shard, name), None)
         if not self._attributes["job"]:
             self._attributes["job"] = _job_of(next((e for e in self._buffer.values() if e.status == Status.OK), None))
+            if self._attributes["job"]:
+                layout.back_up_job(self._columns["key"], self._attributes["job"])
         self._buffer.clear()
         self._commit_length(length)
 
@@ -504,12 +510,55 @@ class Archive:
 
     # ----------------------------------------------------------------- whole-archive operations
 
-    def verify(self, sample: int | None = None, **decode_options: Any) -> VerifyReport:
+    def verify(self, sample: int | None = None, *, repair: bool = False, **decode_options: Any) -> VerifyReport:
         """Check every ok entry's bitstream (header, CRC, agreement with its columns) and decode
-        ``sample`` of them; see :func:`storage.verify.verify`."""
+        ``sample`` of them; see :func:`storage.verify.verify`.
+
+        ``repair=True`` (modes "a" and "w" only) re-encodes every damaged entry from its source, with the
+        source URL, codec, model and parameters the archive's job records (the source is read with this
+        archive's storage options; ``decode_options["model"]`` replaces the recorded model), and marks it
+        failed with the reason where that is not possible (no source recorded, source gone or changed,
+        another model): see :func:`storage.repair.repair_entries`. An archive opened for writing stores
+        the outcome in its attributes (:attr:`last_verify`, shown by ``diffcodec archive info`` and
+        ``ls``); one opened read-only is only checked.
+        """
         from .verify import verify
 
-        return verify(self, sample, **decode_options)
+        if repair:
+            self._writable()
+        return verify(self, sample, repair=repair, **decode_options)
+
+    @property
+    def last_verify(self) -> dict[str, Any] | None:
+        """The outcome of the last :meth:`verify` run with write access (None: never verified), as stored:
+        time, summary, entries, ok, failed, pending, damaged (key -> error, what is still damaged),
+        repaired, marked_failed (key -> reason), decoded, decode_errors, healthy."""
+        value = self._group.attrs.get(layout.VERIFY_ATTRIBUTE)
+        return dict(value) if isinstance(value, dict) else None
+
+    def _record_verify(self, outcome: dict[str, Any]) -> None:
+        """Store ``outcome`` as :attr:`last_verify` (in the root attributes, next to the archive's own)."""
+        self._writable()
+        with layout.quiet_zarr():
+            self._group.attrs[layout.VERIFY_ATTRIBUTE] = outcome
+
+    def _reset_unreadable_bitstreams(self, shard: int) -> None:
+        """Replace shard ``shard``'s bitstream object when zarr cannot read it (e.g. its index is damaged) by
+        one holding every bitstream that is still readable alone, so that entries can be written into it
+        again (zarr reads a shard object before writing any part of it, even all of it)."""
+        size = self.items_per_shard
+        whole = slice(shard * size, (shard + 1) * size)  # arrays grow by whole shards
+        try:
+            read_values(self._columns["bitstream"], whole)
+            return
+        except Exception:  # noqa: BLE001  (whatever a damaged object makes zarr raise)
+            pass
+        kept = [self._bitstream_or_error(slot) if slot < self._length else b"" for slot in range(whole.start, whole.stop)]
+        values = np.empty(size, dtype=object)
+        values[:] = [data if isinstance(data, bytes) else b"" for data in kept]
+        array = self._columns["bitstream"]
+        zarr.core.sync.sync(self._store.delete(f"{array.path}/{array.metadata.encode_chunk_key((shard,))}"))
+        array[whole] = values
 
     def extract(self, dest_url: str, format: str | None = "PNG", **options: Any) -> ExtractReport:
         """Write every ok entry below ``dest_url``; see :func:`storage.extract.extract`."""
@@ -564,6 +613,7 @@ def _check_job(group: zarr.Group, where: str, job: Mapping[str, Any]) -> None:
     if not recorded:
         with layout.quiet_zarr():
             group.attrs[ATTRIBUTE] = {**attributes, "job": dict(job)}
+            layout.back_up_job(group["key"], dict(job))
         return
     if recorded != dict(job):
         fields = sorted(k for k in set(recorded) | set(job) if recorded.get(k) != job.get(k))

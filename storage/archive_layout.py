@@ -30,6 +30,8 @@ from .errors import ArchiveNotFoundError, NotAnArchiveError, UnsupportedArchiveV
 
 FORMAT_VERSION = 1
 ATTRIBUTE = "diffcodec_archive"  # the group attribute that marks a zarr group as an archive
+VERIFY_ATTRIBUTE = "diffcodec_verify"  # the group attribute holding the last verify's outcome
+JOB_BACKUP = "diffcodec_job"  # a copy of the job on the key array, so that a lost root zarr.json can be rebuilt
 DEFAULT_ITEMS_PER_SHARD = 1024
 MAX_ITEMS_PER_SHARD = 1 << 20
 MAX_KEY_BYTES = 4096
@@ -106,6 +108,7 @@ def create(group: zarr.Group, items_per_shard: int, job: dict[str, Any]) -> None
                 shards=(items_per_shard,) if column.sharded else None,
                 fill_value=column.fill_value,
                 compressors="auto" if column.compressed else None,
+                attributes={JOB_BACKUP: job} if column.name == "key" else None,
             )
     group.attrs[ATTRIBUTE] = {
         "format_version": FORMAT_VERSION,
@@ -115,6 +118,12 @@ def create(group: zarr.Group, items_per_shard: int, job: dict[str, Any]) -> None
         "library_version": pillow_diffcodec.__version__,
         "job": job,
     }
+
+
+def back_up_job(key_array: zarr.Array, job: dict[str, Any]) -> None:
+    """Keep a copy of the archive's job on its ``key`` array (read by :func:`storage.repair.rebuild_root`)."""
+    with quiet_zarr():
+        key_array.attrs[JOB_BACKUP] = job
 
 
 def read_attributes(group: zarr.Group, where: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,18 +29,45 @@ class VerifyReport:
     corrupt: dict[str, str] = field(default_factory=dict)  # stored as ok but missing, damaged or inconsistent
     decoded: list[str] = field(default_factory=list)
     decode_errors: dict[str, str] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)  # corrupt entries re-encoded from their source (repair=True)
+    marked_failed: dict[str, str] = field(default_factory=dict)  # corrupt entries now failed, with the reason
+
+    @property
+    def damaged(self) -> dict[str, str]:
+        """The corrupt entries a repair did not deal with (all of them when verify ran without repair)."""
+        return {key: error for key, error in self.corrupt.items() if key not in self.repaired + list(self.marked_failed)}
 
     @property
     def healthy(self) -> bool:
-        return not self.corrupt and not self.decode_errors
+        """True when no entry stored as ok is damaged any more (repaired or marked failed count as dealt with)."""
+        return not self.damaged and not self.decode_errors
 
     def summary(self) -> str:
         """One line: counts of each outcome."""
+        repaired = self.repaired or self.marked_failed
+        repair = f"; repaired {len(self.repaired)}, marked failed {len(self.marked_failed)}" if repaired else ""
         return (
             f"{self.url}: {self.entries} entries, {self.ok} ok, {len(self.failed)} failed when written, "
-            f"{len(self.pending)} pending, {len(self.corrupt)} corrupt; decoded {len(self.decoded)} "
+            f"{len(self.pending)} pending, {len(self.corrupt)} corrupt{repair}; decoded {len(self.decoded)} "
             f"({len(self.decode_errors)} decode errors)"
         )
+
+    def as_record(self) -> dict[str, Any]:
+        """What the archive stores as its :attr:`~storage.Archive.last_verify` (JSON-able)."""
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "summary": self.summary(),
+            "entries": self.entries,
+            "ok": self.ok + len(self.repaired),
+            "failed": len(self.failed) + len(self.marked_failed),
+            "pending": len(self.pending),
+            "damaged": self.damaged,
+            "repaired": list(self.repaired),
+            "marked_failed": dict(self.marked_failed),
+            "decoded": len(self.decoded),
+            "decode_errors": dict(self.decode_errors),
+            "healthy": self.healthy,
+        }
 
 
 def _disagreement(row: dict[str, Any], header: dict[str, Any]) -> str | None:
@@ -49,13 +77,27 @@ def _disagreement(row: dict[str, Any], header: dict[str, Any]) -> str | None:
     return None
 
 
-def verify(archive: Archive, sample: int | None = None, **decode_options: Any) -> VerifyReport:
+def verify(archive: Archive, sample: int | None = None, *, repair: bool = False, **decode_options: Any) -> VerifyReport:
     """Check the archive; decode ``sample`` ok entries spread evenly over it (None or 0: decode none).
 
-    ``decode_options`` go to :func:`pillow_diffcodec.decode` (``model``, ``device``, ...).
+    ``decode_options`` go to :func:`pillow_diffcodec.decode` (``model``, ``device``, ...). ``repair``
+    re-encodes the corrupt entries from their source or marks them failed
+    (:func:`storage.repair.repair_entries`). An archive open for writing records the outcome.
     """
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 0):
         raise pillow_diffcodec.InvalidParameterError(f"Expected sample to be a count >= 0 or None, got {sample!r}")
+    report = _check(archive, sample, **decode_options)
+    if repair and report.corrupt:
+        from .repair import repair_entries
+
+        report.repaired, report.marked_failed = repair_entries(archive, report.corrupt, decode_options.get("model"))
+    if archive.mode != "r":
+        archive._record_verify(report.as_record())
+    return report
+
+
+def _check(archive: Archive, sample: int | None, **decode_options: Any) -> VerifyReport:
+    """Read every entry, check the ok ones, decode ``sample`` of them."""
     report = VerifyReport(archive.url)
     good: list[tuple[str, bytes, dict[str, Any]]] = []
     for row, data in archive.records():
