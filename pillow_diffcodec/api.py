@@ -8,7 +8,6 @@ from the model registry, and the header from :mod:`.container`.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +133,7 @@ def encode_images(
     device: Any = None,
     dtype: torch.dtype | str | None = None,
     keep_alpha: bool = True,
+    frame: int | None = None,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     xmp: bytes | str | None = None,
@@ -143,13 +143,16 @@ def encode_images(
     """Encode same-size, same-mode images in one batch; returns each file with its reconstruction.
 
     Metadata (``icc_profile``, ``exif``, ``xmp``) defaults to each image's ``info``; alpha is kept
-    losslessly unless ``keep_alpha=False``. ``params`` are the codec's own parameters (for DDCM
-    ``steps``, ``codebook_size``, ``atoms``, ``coef_levels``, ``selection``, ``window``, ``tile``);
+    losslessly unless ``keep_alpha=False``. A multi-frame image (animated GIF/APNG/WebP, multi-page TIFF)
+    is refused with :class:`UnsupportedImageError` naming its frame count unless ``frame=`` chooses one
+    (an index from 0; ``frame=0`` also accepts single-frame images). ``params`` are the codec's own
+    parameters (for DDCM ``steps``, ``codebook_size``, ``atoms``, ``coef_levels``, ``selection``, ``window``, ``tile``);
     ``bpp=`` / ``quality=`` choose the rest (see the codec's ``choose_params``). ``prompt`` and ``guidance``
     condition a latent (Stable Diffusion) model and are stored in the file's ``Cond`` chunk.
     """
     if not images:
         return []
+    images = [imagemodes.select_frame(im, frame) for im in images]  # refused before a model is loaded
     settings = EncodeSettings(codec, model, bpp, quality, seed, device, dtype, params)
     entry = settings.entry
     text = conditioning.from_options(prompt, guidance)
@@ -158,9 +161,6 @@ def encode_images(
     first = images[0]
     if any(im.size != first.size or im.mode != first.mode for im in images):
         raise InvalidParameterError("A batch needs images of one size and mode; encode others separately")
-    frames = getattr(first, "n_frames", 1)
-    if frames > 1:
-        warnings.warn(f"The image has {frames} frames; only frame {first.tell()} is encoded", UserWarning, stacklevel=2)
     explicit = {"icc_profile": icc_profile, "exif": exif, "xmp": xmp}
     prepared = [
         imagemodes.prepare(

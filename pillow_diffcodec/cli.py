@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import posixpath
 import sys
 import time
@@ -216,17 +217,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     def work(source: Source, target: str, progress: StepProgress) -> tuple[int, int, float]:
         _check_output(target, args.overwrite)
         raw = _read(source.url)
-        with _open_image(raw, source.url) as image:
-            frames = getattr(image, "n_frames", 1)
-            if args.frame is None and frames > 1:
-                raise UsageError(f"has {frames} frames; choose one with --frame N (0 .. {frames - 1})")
-            if args.frame is not None:
-                if not 0 <= args.frame < frames:
-                    raise UsageError(f"has {frames} frame(s); --frame {args.frame} is out of range")
-                image.seek(args.frame)
-            image.load()
-            chosen = image.copy() if frames > 1 else image  # the chosen frame alone
-            result = encode_images([chosen], codec=entry.name, progress=progress, **options)[0]
+        with _open_image(raw, source.url) as image:  # a multi-frame image needs --frame (encode_images says so)
+            result = encode_images([image], codec=entry.name, progress=progress, **options)[0]
         write_bytes_atomic(result.data, target)
         return len(raw), len(result.data), result.bpp
 
@@ -333,7 +325,6 @@ def _encode_parser(commands: Any) -> None:
                                  description="Encode images (files, folders, globs, fsspec URLs) to diffcodec files.")
     encode.add_argument("inputs", nargs="+", help="image files, folders, globs or fsspec URLs")
     _add_common(encode)
-    encode.add_argument("--frame", type=int, help="frame of a multi-frame image to encode (they are refused otherwise)")
     add_encode_options(encode)
     encode.set_defaults(run=cmd_encode)
 
@@ -408,10 +399,54 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+class OutputClosed(BaseException):
+    """Standard output was closed by its reader (``diffcodec archive ls URL | head -1``): stop quietly.
+
+    A BaseException, like KeyboardInterrupt, so that no command's own error handling reports it.
+    """
+
+
+class _ClosableStdout:
+    """``sys.stdout`` for the duration of :func:`main`: a write or flush into a closed pipe raises
+    :class:`OutputClosed` instead of BrokenPipeError (which commands would report as an I/O error)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _discard_stdout() -> None:
+    """Point the process's stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (141, as for SIGPIPE, when stdout's reader went away)."""
     args = parser().parse_args(argv)
+    stdout, sys.stdout = sys.stdout, _ClosableStdout(sys.stdout)
     try:
-        return int(args.run(args))
+        status = int(args.run(args))
+        sys.stdout.flush()
+        return status
+    except OutputClosed:
+        _discard_stdout()
+        return 141
     except KeyboardInterrupt:
         print("\ninterrupted: finished outputs are complete, nothing partial was written", file=sys.stderr)
         return 130
@@ -421,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the CLI never prints a traceback
         print(f"diffcodec {args.command}: unexpected {_describe_failure(exc)} (please report this)", file=sys.stderr)
         return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

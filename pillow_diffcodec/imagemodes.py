@@ -2,8 +2,11 @@
 
 The diffusion models code RGB (or L) pixels. Alpha is kept losslessly in a zlib-compressed
 ``alph`` chunk; P, PA, 1 and CMYK images are converted and the original mode is recorded in an
-``omod`` chunk so the reopened image can say so in ``info["original_mode"]``. ICC profiles, EXIF
-and XMP travel in ``iccp``, ``exif`` and ``xmp `` chunks. Torch-free: Pillow's header path uses it.
+``omod`` chunk so the reopened image can say so in ``info["original_mode"]``. Greyscale of more than 8
+bits (I;16, I;16L, I;16B, I;16N, I, F) is converted to L the way :data:`WIDE_GREY_RULES` says and noted
+the same way. ICC profiles, EXIF and XMP travel in ``iccp``, ``exif`` and ``xmp `` chunks. Multi-frame
+images (animated GIF/APNG/WebP, multi-page TIFF) are refused unless a frame is chosen
+(:func:`select_frame`). Torch-free: Pillow's header path uses it.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from .errors import CorruptFileError, UnsupportedImageError
+from .errors import CorruptFileError, InvalidParameterError, UnsupportedImageError
 
-SUPPORTED_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK")
-CONVERTED_MODES = {"P": "RGB", "PA": "RGBA", "1": "L", "CMYK": "RGB"}
+# Greyscale wider than 8 bits -> L: 16-bit samples keep their high byte (v >> 8, so 0..65535 maps onto
+# 0..255); 32-bit integers are taken as 16-bit samples (how Pillow opens 16-bit PNGs), clipped to 0..65535
+# first; floats are clipped to 0..255 and their fraction dropped, as Image.convert("L") does.
+WIDE_GREY_RULES = {"I;16": "v >> 8", "I;16L": "v >> 8", "I;16B": "v >> 8", "I;16N": "v >> 8",
+                   "I": "clip(v, 0, 65535) >> 8", "F": "int(clip(v, 0, 255))"}
+SUPPORTED_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", *WIDE_GREY_RULES)
+CONVERTED_MODES = {"P": "RGB", "PA": "RGBA", "1": "L", "CMYK": "RGB", **dict.fromkeys(WIDE_GREY_RULES, "L")}
 ALPHA_TAG, ORIGINAL_MODE_TAG = b"alph", b"omod"
 METADATA_TAGS = {"icc_profile": b"iccp", "exif": b"exif", "xmp": b"xmp "}
 
@@ -39,6 +48,48 @@ def _as_bytes(value: Any) -> bytes:
     return bytes(value)
 
 
+def check_frame(frame: object) -> int | None:
+    """``frame`` if it is None or a non-negative int (a frame index), else InvalidParameterError."""
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+        raise InvalidParameterError(f"Expected frame to be a non-negative int (a frame index), got {frame!r}")
+    return frame
+
+
+def select_frame(image: Image.Image, frame: int | None = None) -> Image.Image:
+    """The one frame of ``image`` to encode: the image itself when it has one frame and ``frame`` is None or 0,
+    else a copy of frame ``frame`` (the image is left at the frame it was at).
+
+    A multi-frame image without ``frame`` is refused (UnsupportedImageError naming its frame count), as
+    is a ``frame`` it does not have: nothing is encoded silently from a sequence.
+    """
+    frames = getattr(image, "n_frames", 1)
+    if check_frame(frame) is None:
+        if frames > 1:
+            raise UnsupportedImageError(
+                f"The image has {frames} frames (animated or multi-page); choose one with frame= "
+                f"(--frame N on the command line), 0 .. {frames - 1}"
+            )
+        return image
+    if frame >= frames:
+        raise UnsupportedImageError(f"The image has {frames} frame(s); frame {frame} is out of range")
+    if frames == 1:
+        return image
+    position = image.tell()
+    image.seek(frame)
+    chosen = image.copy()
+    image.seek(position)
+    return chosen
+
+
+def _convert(image: Image.Image, target: str) -> Image.Image:
+    """``image`` in mode ``target``; integer greyscale wider than 8 bits by :data:`WIDE_GREY_RULES`, the rest
+    (floats included) by Pillow."""
+    if image.mode not in WIDE_GREY_RULES or image.mode == "F":
+        return image.convert(target)
+    grey = np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8
+    return Image.fromarray(grey.astype(np.uint8))
+
+
 def prepare(image: Image.Image, *, keep_alpha: bool = True, metadata: dict[str, Any] | None = None) -> PreparedImage:
     """Split ``image`` into coded pixels, header mode and chunks (alpha, original mode, metadata)."""
     original = image.mode
@@ -49,7 +100,7 @@ def prepare(image: Image.Image, *, keep_alpha: bool = True, metadata: dict[str, 
         target = CONVERTED_MODES[original]
         if original == "P" and "transparency" in image.info:
             target = "RGBA"
-        image = image.convert(target)
+        image = _convert(image, target)
         chunks.append((ORIGINAL_MODE_TAG, original.encode("ascii")))
     mode = image.mode
     if mode in ("RGBA", "LA"):

@@ -64,6 +64,8 @@ ENCODE_OPTIONS: tuple[Option, ...] = (
     Option("device", "torch device to run the model on, e.g. cpu, cuda, cuda:1", default="cpu", type=str),
     Option("dtype", "model precision", default="float32", type=str, choices=DTYPE_NAMES),
     Option("keep_alpha", "keep an alpha channel losslessly (False drops it)", default=True),
+    Option("frame", "frame of a multi-frame image (animated GIF/APNG/WebP, multi-page TIFF) to encode, from 0; "
+           "multi-frame images are refused without it", type=int, metavar="N"),
     Option("icc_profile", "ICC profile bytes (default: the image's own)", cli=False),
     Option("exif", "EXIF bytes or PIL.Image.Exif (default: the image's own)", cli=False),
     Option("xmp", "XMP packet (default: the image's own)", cli=False),

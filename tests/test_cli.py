@@ -74,3 +74,18 @@ def test_models_lists_what_is_available() -> None:
     names = [row["name"] for row in rows]
     assert names[0] == "builtin" and "google/ddpm-cifar10-32" in names
     assert "google/ddpm-cifar10-32" in run("models").stdout
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path) -> None:
+    """``diffcodec archive ls URL | head -1``: the reader goes away; no "Broken pipe", no traceback, status 141."""
+    import storage
+
+    url = str(tmp_path / "failed.zarr")
+    with storage.open_archive(url, "w") as archive:
+        for number in range(200):
+            archive.add(f"item{number:03d}.png", b"not an image")  # failed entries: no model needed
+    reader = subprocess.Popen([SCRIPT, "archive", "ls", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # before the command writes its first line
+    error = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141, error
+    assert error == ""

@@ -116,7 +116,8 @@ def test_wrong_kinds_of_input_say_what_they_are(folder, model_dir, photo) -> Non
                   check=False)
     assert_clean(encoded)
     lines = encoded.stderr.splitlines()
-    assert any("anim.gif: FAILED: has 2 frames; choose one with --frame N" in line for line in lines)
+    assert any("anim.gif: FAILED: The image has 2 frames (animated or multi-page); choose one with frame= "
+               "(--frame N" in line for line in lines)
     assert any(f"{folder / 'empty.png'}: FAILED: an empty file" in line for line in lines)
     assert any(f"{folder / 'noise.png'}: FAILED: not an image Pillow can read (500 bytes)" in line for line in lines)
     assert f"{folder / 'nothing*.png'}: FAILED: no file matches" in lines
