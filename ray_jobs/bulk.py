@@ -5,7 +5,8 @@ The driver follows the archive's parallel-writer contract (docs/ARCHIVE.md, "Par
 1. list the source once, in a deterministic order; open the archive with the job's settings recorded
    (a rerun with other settings is refused); reserve the keys (a rerun gets the same reservation);
 2. hand the shards that are not complete yet to encoder actors, one shard per idle actor; each
-   actor loads the model once (while the driver lists the source) and writes whole shards;
+   actor loads the model once (while the driver lists the source) and writes whole shards, reporting
+   each finished batch to a counter actor that the driver polls for its progress bar;
 3. shards whose worker died, or that could not be written, are handed out again (up to
    ``MAX_ROUNDS`` rounds, on the workers still alive plus new ones where the cluster has room);
 4. count the entries, store the report in the archive and return it.
@@ -29,10 +30,11 @@ import storage
 from pillow_diffcodec import settings as pdc_settings
 from pillow_diffcodec.codecs import DEFAULT_CODEC, codec_by_name
 from pillow_diffcodec.errors import InvalidParameterError
+from pillow_diffcodec.imagemodes import check_frame
 from pillow_diffcodec.options import DEFAULT_QUALITY
 
 from .cluster import RaySession, WorkerPlan, connect, plan_workers
-from .encoder import JOB_ERRORS, EncodeSettings, ShardEncoder, ShardJob, ShardResult
+from .encoder import JOB_ERRORS, EncodeSettings, ProgressCounter, ProgressLink, ShardEncoder, ShardJob, ShardResult
 from .errors import IncompleteJobError
 from .report import BulkReport, store_report
 from .sources import Listing, SourceItem, list_source
@@ -41,6 +43,8 @@ DEFAULT_BATCH_SIZE = 8
 MAX_ITEMS_PER_SHARD = 1024  # the archive's default: about ten objects per 1024 images
 SHARDS_PER_WORKER = 4  # small jobs are cut finer, so that every worker gets several shards
 MAX_ROUNDS = 3  # a shard is handed out at most this often before the job gives up on it
+PROGRESS_SECONDS = 0.25  # how often the driver asks the workers' progress while shards run
+MAX_REPORTED_WARNINGS = 20  # the report names this many warned items; the archive's entries keep them all
 
 
 def bulk_compress(
@@ -53,6 +57,7 @@ def bulk_compress(
     codec: str = DEFAULT_CODEC,
     seed: int = 0,
     keep_alpha: bool = True,
+    frame: int | None = None,
     dtype: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     items_per_shard: int | None = None,
@@ -71,12 +76,17 @@ def bulk_compress(
     ``source``: a folder or glob of images, a tar or zip archive, or parquet with ``image_column``
     and ``key_column`` (see :mod:`ray_jobs.sources`); ``dest``: an archive path or URL. Both take
     ``storage_options``. Encoding options are those of :func:`pillow_diffcodec.encode_images`
-    (``model``, ``bpp`` or ``quality``, ``codec``, ``seed``, ``keep_alpha``, ``dtype`` and the codec's
-    own parameters); they are recorded in the archive, and a rerun with other ones is refused
+    (``model``, ``bpp`` or ``quality``, ``codec``, ``seed``, ``keep_alpha``, ``frame``, ``dtype`` and the
+    codec's own parameters); they are recorded in the archive, and a rerun with other ones is refused
     (:class:`storage.JobMismatchError`). Same-size images are encoded ``batch_size`` at a time.
+    Multi-frame images (animated GIF/APNG, multi-page TIFF) become failed entries that give their frame
+    count, unless ``frame`` chooses the frame to encode (as :func:`pillow_diffcodec.encode_images`).
+    Warnings raised while an image is encoded are kept in its entry (``archive ls`` shows them) and
+    counted in the report with a few examples.
 
-    Ray: an existing connection is used; else ``ray_address`` (or ``RAY_ADDRESS``) is joined; else a
-    local instance sized to this machine is started and stopped again. One encoder actor runs per CPU,
+    Ray: an existing connection in this process is used; else ``ray_address`` (or ``RAY_ADDRESS``) is
+    joined; else a new local instance sized to this machine is started and stopped again (a cluster
+    that another program started is never joined unasked). One encoder actor runs per CPU,
     or per ``num_gpus`` GPUs when the cluster has GPUs (default 1; 0 forces CPUs); ``num_workers``
     caps their number. ``items_per_shard`` sets the shard size of a new archive (default: about
     four shards per worker, at most 1024 items each).
@@ -87,7 +97,8 @@ def bulk_compress(
     (with the report) when shards are still missing after every retry; rerunning completes them.
     """
     started = time.perf_counter()
-    settings = _settings(bpp, quality, codec, seed, keep_alpha, batch_size, codec_params)
+    source, dest = _canonical(source), _canonical(dest)  # workers may run in another folder
+    settings = _settings(bpp, quality, codec, seed, keep_alpha, batch_size, frame, codec_params)
     model = codec_by_name(settings.codec).model_or_default(model)  # e.g. builtin-cdc for CDC
     session = connect(ray_address)
     try:
@@ -104,7 +115,7 @@ def bulk_compress(
                 "model": loaded.name,
                 "fingerprint": loaded.fingerprint.hex(),
                 "params": settings.recorded(),
-                "source": _canonical(source),
+                "source": source,
             }
             archive = storage.open_archive(dest, "a" if resume else "w", storage_options, items_per_shard=shard_size,
                                            job=job)
@@ -133,7 +144,7 @@ def bulk_compress(
 
 def _settings(
     bpp: float | None, quality: float | None, codec: str, seed: int, keep_alpha: bool, batch_size: int,
-    codec_params: Mapping[str, Any],
+    frame: int | None, codec_params: Mapping[str, Any],
 ) -> EncodeSettings:
     """Validated settings, so that a mistake stops the job before any item is encoded (not in every worker)."""
     checked = pdc_settings.EncodeSettings(codec, bpp=bpp, quality=quality, seed=seed, params=codec_params)
@@ -143,7 +154,7 @@ def _settings(
         quality = DEFAULT_QUALITY  # what encode() would use; recorded so that both spellings match on resume
     return EncodeSettings(
         codec=checked.codec, bpp=bpp, quality=quality, seed=seed, keep_alpha=bool(keep_alpha), batch_size=batch_size,
-        params=dict(codec_params),
+        params=dict(codec_params), frame=check_frame(frame),
     )
 
 
@@ -184,6 +195,9 @@ class EncoderPool:
         self.encoder = ray.remote(ShardEncoder).options(**plan.actor_options())
         self.made: list[Any] = []
         self.alive: list[Any] = []
+        self.counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
+        self.attempts = 0  # shard attempts handed out so far: each reports its progress under its own number
+        self.base = 0  # what the bar showed before this job's shards (items an earlier run finished)
         self._add(count)
 
     @property
@@ -203,6 +217,7 @@ class EncoderPool:
         import ray
 
         shared = ray.put(job)
+        self.base = bar.n
         results: dict[int, ShardResult] = {}
         errors: dict[int, str] = {}
         for attempt in range(MAX_ROUNDS):
@@ -230,15 +245,21 @@ class EncoderPool:
         from ray.exceptions import RayActorError, RayTaskError
 
         queue, idle = list(missing), list(self.alive)
-        running: dict[Any, tuple[Any, int]] = {}
+        running: dict[Any, tuple[Any, int, int]] = {}
         while queue or running:
             while queue and idle:
                 actor, shard = idle.pop(), queue.pop(0)
-                running[actor.encode_shard.remote(shared, shard, by_shard[shard])] = (actor, shard)
+                self.attempts += 1
+                link = ProgressLink(self.counter, self.attempts)
+                running[actor.encode_shard.remote(shared, shard, by_shard[shard], link)] = (actor, shard, self.attempts)
             if not running:
                 break  # every worker died; the queued shards wait for the next round
-            [done], _ = ray.wait(list(running), num_returns=1)
-            actor, shard = running.pop(done)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_SECONDS)
+            if not ready:
+                self._show(bar, results, running)
+                continue
+            done = ready[0]
+            actor, shard, _ = running.pop(done)
             try:
                 result = ray.get(done)
             except RayTaskError as exc:
@@ -254,8 +275,17 @@ class EncoderPool:
                 errors[result.shard] = result.error
                 continue
             results[result.shard] = result
-            bar.update(result.items)
+            self._show(bar, results, running)
         self.alive = idle
+
+    def _show(self, bar: tqdm, results: dict[int, ShardResult], running: dict[Any, tuple[Any, int, int]]) -> None:
+        """Set the bar to the items done: those of finished shards plus what the running attempts reported."""
+        import ray
+
+        reported = ray.get(self.counter.counts.remote())
+        done = sum(result.items for result in results.values())
+        done += sum(reported.get(attempt, 0) for _, _, attempt in running.values())
+        bar.update(self.base + done - bar.n)
 
     def __enter__(self) -> Self:
         return self
@@ -263,7 +293,7 @@ class EncoderPool:
     def __exit__(self, *exc_info: object) -> None:
         import ray
 
-        for actor in self.made:
+        for actor in [*self.made, self.counter]:
             ray.kill(actor)
 
 
@@ -279,10 +309,14 @@ def _report(
     session: RaySession,
     started: float,
 ) -> BulkReport:
+    """The report of this run: the archive's entry counts now, and what this run's shards contributed
+    (bpp weighted by bytes: all their file bits over all their pixels)."""
     counts = storage.open_archive(dest, "r", storage_options).counts()
     wall = time.perf_counter() - started
     encoded = sum(result.items for result in results.values())
-    ok = sum(result.ok for result in results.values())
+    bytes_out = sum(result.bytes_out for result in results.values())
+    pixels = sum(result.pixels for result in results.values())
+    warned = {key: text for result in results.values() for key, text in result.warnings.items()}
     return BulkReport(
         source=source,
         dest=dest,
@@ -293,8 +327,11 @@ def _report(
         skipped=skipped,
         encoded=encoded,
         bytes_in=sum(result.bytes_in for result in results.values()),
-        bytes_out=sum(result.bytes_out for result in results.values()),
-        mean_bpp=sum(result.bpp_sum for result in results.values()) / ok if ok else 0.0,
+        bytes_out=bytes_out,
+        pixels=pixels,
+        mean_bpp=8 * bytes_out / pixels if pixels else 0.0,
+        warned=len(warned),
+        warnings=dict(sorted(warned.items())[:MAX_REPORTED_WARNINGS]),
         images_per_second=encoded / wall if wall > 0 else 0.0,
         wall_seconds=wall,
         startup_seconds=session.seconds,

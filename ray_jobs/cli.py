@@ -100,7 +100,8 @@ def cmd_bulk_extract(args: argparse.Namespace) -> int:
 
 def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray")
-    group.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local instance)")
+    group.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a new local instance; "
+                       "a cluster started by `ray start` is not joined unless named)")
     group.add_argument("--workers", type=int, help="number of worker actors (default: one per CPU, or per GPU)")
     group.add_argument(
         "--num-gpus", type=float, help="GPUs per worker (default: 1 when the cluster has GPUs; 0 runs on CPUs)"

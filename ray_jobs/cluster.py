@@ -1,17 +1,28 @@
-"""Joining or starting Ray, and how many workers of which kind a job gets."""
+"""Joining or starting Ray, and how many workers of which kind a job gets.
+
+A job joins a cluster only when told to (an address, or ``RAY_ADDRESS``); otherwise it starts its own
+local instance, so that a cluster another program started on this machine (``ray start``) is never
+joined by accident, nor the job taken down with it. That instance keeps Ray's default, token
+authentication, without the warning Ray logs about that default on every start.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pillow_diffcodec.errors import InvalidParameterError
 
 from .errors import ClusterError
+
+# Ray's module that logs "Token authentication is enabled for this Ray cluster" when it starts an instance
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 @dataclass(frozen=True)
@@ -31,19 +42,46 @@ class RaySession:
 
 def connect(address: str | None = None) -> RaySession:
     """Use the Ray connection the caller already has; otherwise join ``address`` (or ``RAY_ADDRESS``),
-    or with neither start a local instance sized to this machine."""
+    or with neither start a new local instance sized to this machine (never one found running)."""
     import ray
 
+    _keep_arrow_fallback_quiet()
     if ray.is_initialized():
         return RaySession(started=False, seconds=0.0)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # workers use this interpreter as it is
+    address = address or os.environ.get("RAY_ADDRESS")
     start = time.perf_counter()
     try:
-        ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING)
+        with _quiet_token_notice():
+            ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ClusterError(f"Cannot join or start {where}: {exc}") from exc
     return RaySession(started=True, seconds=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _quiet_token_notice() -> Iterator[None]:
+    """Hide the warnings of Ray's token set-up module (that token authentication is on by default) while
+    Ray starts; its errors still show."""
+    logger = logging.getLogger(TOKEN_SETUP_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _keep_arrow_fallback_quiet() -> None:
+    """Choose Ray Data's default explicitly: images of different shapes in one block (L next to RGB) are
+    stored as pickled objects. Left unset, Ray Data does the same but logs "Failed to convert column
+    'image' into pyarrow array ... falling back" from a worker of every dataset that reads an archive."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    if context.enable_fallback_to_arrow_object_ext_type is None:
+        context.enable_fallback_to_arrow_object_ext_type = True
 
 
 @dataclass(frozen=True)

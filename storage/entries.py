@@ -29,7 +29,8 @@ class Entry:
     """What is stored for one source item. Make one with :meth:`ok` or :meth:`failed`.
 
     ``source_size`` and ``source_sha256`` describe the original file (-1 and "" when unknown);
-    width, height, mode and bpp come from the bitstream's header.
+    width, height, mode and bpp come from the bitstream's header. ``error`` is why a failed entry
+    failed; an ok entry keeps there the warnings its encoding raised ("" when none; see :attr:`warning`).
     """
 
     key: str
@@ -46,9 +47,15 @@ class Entry:
     def __post_init__(self) -> None:
         check_key(self.key)
 
+    @property
+    def warning(self) -> str:
+        """The warnings an ok entry was encoded with (``"TypeName: message"``, several joined by "; "), or ""."""
+        return self.error if self.status == Status.OK else ""
+
     @classmethod
-    def ok(cls, key: str, bitstream: bytes, *, source: bytes | None = None) -> Entry:
-        """An encoded item. The bitstream's header and CRC are checked here, so nothing damaged is stored."""
+    def ok(cls, key: str, bitstream: bytes, *, source: bytes | None = None, warning: str = "") -> Entry:
+        """An encoded item, with the ``warning`` its encoding raised (stored in the ``error`` column of an ok
+        entry). The bitstream's header and CRC are checked here, so nothing damaged is stored."""
         check_key(key)
         try:
             header = file_info(bytes(bitstream))
@@ -65,6 +72,7 @@ class Entry:
             bpp=header["bpp"],
             source_size=size,
             source_sha256=digest,
+            error=warning,
         )
 
     @classmethod

@@ -69,9 +69,10 @@ def test_nested_folder_with_corrupt_gray_rgba_and_odd_images(folder_archive) -> 
     assert report.bytes_in == sum(len(tree_files()[key]) for key in IMAGE_KEYS)
     archive = storage.open_archive(dest)
     assert report.bytes_out == sum(len(archive.read_bytes(key)) for key in GOOD_KEYS)
-    assert report.mean_bpp == pytest.approx(np.mean([archive.info(key)["bpp"] for key in GOOD_KEYS]))
+    pixels = sum(archive.info(key)["width"] * archive.info(key)["height"] for key in GOOD_KEYS)
+    assert report.pixels == pixels and report.mean_bpp == pytest.approx(8 * report.bytes_out / pixels)
     assert report.images_per_second > 0 and report.wall_seconds > 0
-    assert ray_jobs.read_report(dest) == json.loads(json.dumps(report.as_dict()))
+    assert ray_jobs.read_report(dest)["runs"][0] == json.loads(json.dumps(report.as_dict()))
     assert archive.job["params"] == {"seed": 0, "keep_alpha": True, **FAST}
     assert archive.job["source"] == str(Path(report.source).resolve())
 
@@ -244,3 +245,61 @@ def test_interrupted_job_resumes_with_every_item_exactly_once(local_ray, model_d
     assert archive.keys() == sorted(files) and len(archive) == 12
     assert archive.counts() == {"ok": 12, "failed": 0, "pending": 0}
     assert archive.verify().ok == 12
+
+
+def edge_case_files(photo_image: Image.Image) -> dict[str, bytes]:
+    """An animated GIF (3 frames), a 1x1 image, a 16-bit greyscale PNG and an ordinary crop."""
+    def saved(image: Image.Image, format: str = "PNG", **options: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=format, **options)
+        return buffer.getvalue()
+
+    frames = [photo_image.crop((8 * n, 0, 8 * n + 16, 16)) for n in range(3)]
+    wide = Image.fromarray(np.linspace(0, 65535, 256).astype(np.uint16).reshape(16, 16))
+    return {
+        "anim.gif": saved(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "dot.png": saved(photo_image.crop((0, 0, 1, 1))),
+        "wide.png": saved(wide),
+        "plain.png": saved(photo_image.crop((20, 20, 36, 36))),
+    }
+
+
+def test_frames_warnings_16_bit_and_reports_over_reruns(local_ray, model_dir, tmp_path, monkeypatch) -> None:
+    files = edge_case_files(photo())
+    write_tree(tmp_path / "src", files)
+    monkeypatch.chdir(tmp_path)
+    options = dict(model=str(model_dir), quality=50, progress=False)
+    report = ray_jobs.bulk_compress("src", "edge.zarr", **options)
+    archive = storage.open_archive("edge.zarr")
+    assert archive.failed() == {"anim.gif": "UnsupportedImageError: The image has 3 frames (animated or multi-page); "
+                                "choose one with frame= (--frame N on the command line), 0 .. 2"}
+    assert "RateFallbackWarning" in archive.info("dot.png")["error"] and archive.info("dot.png")["status"] == "ok"
+    assert report.warned >= 1 and "RateFallbackWarning" in report.warnings["dot.png"]
+    assert archive.info("wide.png")["mode"] == "L"
+    assert pillow_diffcodec.decode(archive.read_bytes("wide.png")).info["original_mode"] == "I;16"
+    ok = [archive.info(key) for key in ("dot.png", "wide.png", "plain.png")]
+    assert report.mean_bpp == pytest.approx(8 * sum(row["bytes"] for row in ok) / (1 + 2 * 256))
+    assert report.mean_bpp < np.mean([row["bpp"] for row in ok])  # the 1x1 image does not skew it
+    assert report.source == str(tmp_path / "src") and report.dest == str(tmp_path / "edge.zarr")
+    again = ray_jobs.bulk_compress("src", "edge.zarr", **options)
+    stored = ray_jobs.read_report("edge.zarr")
+    assert [run["encoded"] for run in stored["runs"]] == [4, 0] and again.skipped == 4
+    assert stored["totals"]["runs"] == 2 and stored["totals"]["bytes_out"] == report.bytes_out
+    assert stored["totals"]["mean_bpp"] == pytest.approx(report.mean_bpp)
+    chosen = ray_jobs.bulk_compress("src", "frame.zarr", frame=0, **options)  # frame 0 of every image
+    assert (chosen.ok, chosen.failed) == (4, 0) and storage.open_archive("frame.zarr").job["params"]["frame"] == 0
+
+
+def test_the_bar_moves_per_image(local_ray, model_dir, tmp_path, capsys) -> None:
+    """One shard of six images, one image per batch: the bar shows counts between 0 and 6 while it runs."""
+    source = photo()
+    files = {}
+    for number in range(6):
+        buffer = io.BytesIO()
+        source.crop((number, 0, number + 32, 32)).save(buffer, format="PNG")
+        files[f"img{number}.png"] = buffer.getvalue()
+    write_tree(tmp_path / "src", files)
+    ray_jobs.bulk_compress(str(tmp_path / "src"), str(tmp_path / "bar.zarr"), model=str(model_dir), batch_size=1,
+                           items_per_shard=6, num_workers=1, steps=12, codebook_size=16)
+    shown = capsys.readouterr().err
+    assert "6/6" in shown and any(f" {done}/6 " in shown for done in range(1, 6)), shown
