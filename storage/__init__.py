@@ -23,6 +23,9 @@ from pillow_diffcodec.codecs import DEFAULT_CODEC
 from pillow_diffcodec.fsio import write_bytes_atomic
 
 from .archive import Archive, open_archive
+from .archive_layout import Status, quiet_zarr
+from .archive_reader import ArchiveReader
+from .archive_store import make_store
 from .entries import Entry
 from .errors import (
     ArchiveError,
@@ -47,6 +50,7 @@ from .verify import VerifyReport
 
 __all__ = [
     "Archive",
+    "ArchiveReader",
     "ArchiveError",
     "ArchiveNotFoundError",
     "CorruptEntryError",
@@ -63,11 +67,14 @@ __all__ = [
     "ReadOnlyArchiveError",
     "Reservation",
     "ShardReport",
+    "Status",
     "UnreservedKeyError",
     "UnsupportedArchiveVersionError",
     "VerifyReport",
+    "make_store",
     "open_archive",
     "open_image",
+    "quiet_zarr",
     "rebuild_root",
     "repair_entries",
     "save_image",

@@ -31,7 +31,7 @@ from pillow_diffcodec.fsio import write_bytes_atomic
 from .errors import ArchiveError
 
 if TYPE_CHECKING:
-    from .archive import Archive
+    from .archive_reader import ArchiveReader
 
 STORED = "RAW"  # the output format name for "the stored files as they are"
 Decoder = Callable[[bytes], Image.Image]
@@ -148,7 +148,7 @@ def extract_entry(
 
 
 def extract(
-    archive: Archive,
+    archive: ArchiveReader,
     dest_url: str,
     format: str | None = "PNG",
     *,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 if TYPE_CHECKING:
-    from .archive import Archive
+    from .archive_reader import ArchiveReader
 
 
 class ArchiveDataset(torch.utils.data.Dataset):
@@ -23,7 +23,7 @@ class ArchiveDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, archive: Archive, transform: Callable[[Image.Image], Any] | None = None, **decode_options: Any
+        self, archive: ArchiveReader, transform: Callable[[Image.Image], Any] | None = None, **decode_options: Any
     ) -> None:
         self.target = archive.target
         self.storage_options = archive.storage_options
@@ -32,13 +32,13 @@ class ArchiveDataset(torch.utils.data.Dataset):
         rows = [row for row in archive.entries() if row["status"] == "ok"]
         self.keys = [row["key"] for row in rows]
         self._slots = [row["index"] for row in rows]
-        self._archive: Archive | None = None
+        self._archive: ArchiveReader | None = None
         self._pid = -1
 
     def __len__(self) -> int:
         return len(self._slots)
 
-    def _open(self) -> Archive:
+    def _open(self) -> ArchiveReader:
         from .archive import open_archive
 
         if self._archive is None or self._pid != os.getpid():
