@@ -178,11 +178,12 @@ def test_evaluate_reports_corrupt_image_and_rerun_reuses_rows(first_run):
     out = options["out"]
     assert [f.image for f in table.failures] == ["broken.png"]
     assert "broken.png: cannot read image" in log
+    model = options["model"]
     assert sorted(r.key for r in table.rows) == [
-        ("a.png", "DDCM", "bpp=0.5"),
-        ("a.png", "JPEG", "bpp=0.5"),
-        ("b.png", "DDCM", "bpp=0.5"),
-        ("b.png", "JPEG", "bpp=0.5"),
+        ("a.png", "DDCM", model, "bpp=0.5"),
+        ("a.png", "JPEG", "", "bpp=0.5"),
+        ("b.png", "DDCM", model, "bpp=0.5"),
+        ("b.png", "JPEG", "", "bpp=0.5"),
     ]
     assert len(new) == 4
     for row in table.rows:

@@ -1,8 +1,9 @@
 """Rate-distortion evaluation of diffusion codecs against classical codecs (``diffcodec eval``).
 
     from pillow_diffcodec.evaluation import evaluate, write_report
-    table = evaluate("photos/", bpp=[0.05, 0.1, 0.2], baselines=["jpeg", "webp"], crop=256, out="results/")
-    write_report(table, "results/")          # CSV/JSON per image and per point, BD-rates, RD plots
+    table = evaluate("photos/", codec="DDCM,CDC", model={"DDCM": "builtin-latent"}, bpp=[0.05, 0.1, 0.2],
+                     baselines=["jpeg", "webp"], crop=256, out="results/")
+    write_report(table, "results/")          # CSV/JSON per image and per point, BD-rates, RD plots, report.html
     print(format_summary(table))
 
 Not imported by ``import pillow_diffcodec``; names load on first use, so the CLI can register the
@@ -16,6 +17,12 @@ from typing import Any
 
 _LAZY = {
     "evaluate": "runner",
+    "contenders": "runner",
+    "SUITES": "suites",
+    "write_html": "html_report",
+    "vif": "metrics",
+    "gmsd": "metrics",
+    "haarpsi": "metrics",
     "EvaluationError": "runner",
     "list_images": "runner",
     "load_results": "runner",
@@ -36,6 +43,7 @@ _LAZY = {
 }
 __all__ = [
     "BASELINES",
+    "SUITES",
     "EvalTable",
     "EvaluationError",
     "Failure",
@@ -43,15 +51,20 @@ __all__ = [
     "Row",
     "bd_rate",
     "bd_rates",
+    "contenders",
     "encode_at_bpp",
     "evaluate",
     "format_markdown",
     "format_summary",
+    "gmsd",
+    "haarpsi",
     "list_images",
     "load_results",
     "ms_ssim",
     "plot",
     "psnr",
+    "vif",
+    "write_html",
     "write_report",
 ]
 

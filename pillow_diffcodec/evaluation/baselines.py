@@ -85,8 +85,9 @@ class BaselineResult:
 
 
 def encode_at_bpp(image: Image.Image, baseline: Baseline, target_bpp: float) -> BaselineResult:
-    """The ``baseline`` file of ``image`` whose whole-file bpp is closest to ``target_bpp`` (log scale)."""
-    image = image.convert("RGB")
+    """The ``baseline`` file of ``image`` (L or RGB; other modes are coded as RGB) whose whole-file bpp is
+    closest to ``target_bpp`` (log scale); its reconstruction comes back in the mode coded."""
+    image = image if image.mode in ("L", "RGB") else image.convert("RGB")
     width, height = image.size
     cache: dict[int, bytes] = {}
 
@@ -112,6 +113,6 @@ def encode_at_bpp(image: Image.Image, baseline: Baseline, target_bpp: float) -> 
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     with Image.open(io.BytesIO(data)) as opened:
-        reconstruction = opened.convert("RGB")
+        reconstruction = opened.convert(image.mode)
     decode_seconds = time.perf_counter() - start
     return BaselineResult(data, reconstruction, best, size_bpp(best), reached, encode_seconds, decode_seconds)

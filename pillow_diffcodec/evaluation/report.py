@@ -1,6 +1,6 @@
 """Reports of an :class:`~.table.EvalTable`: CSV and JSON per image and per point, BD-rates, a printed
-summary and rate-distortion plots (PSNR and MS-SSIM over bpp; matplotlib with the Agg backend, PNG).
-Files are written atomically (temporary file, then rename).
+summary, rate-distortion plots (each metric over bpp; matplotlib with the Agg backend, PNG) and
+``report.html`` (:mod:`.html_report`). Files are written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ from typing import Any
 from .bdrate import ANCHOR, BD_METRICS, bd_rates
 from .table import EvalTable, PointSummary, Row
 
-PLOTS = {"psnr": ("rd_psnr.png", "PSNR (dB, RGB)"), "ms_ssim": ("rd_ms_ssim.png", "MS-SSIM (RGB)")}
+PLOTS = {
+    "psnr": ("rd_psnr.png", "PSNR (dB, RGB)"),
+    "ms_ssim": ("rd_ms_ssim.png", "MS-SSIM (RGB)"),
+    "vif": ("rd_vif.png", "VIF-p (1 = identical)"),
+    "gmsd": ("rd_gmsd.png", "GMSD (0 = identical, lower is better)"),
+    "haarpsi": ("rd_haarpsi.png", "HaarPSI (1 = identical)"),
+    "lpips": ("rd_lpips.png", "LPIPS (0 = identical, lower is better)"),
+    "dists": ("rd_dists.png", "DISTS (0 = identical, lower is better)"),
+}
+# (column title, format) of each metric beyond PSNR/MS-SSIM in the summaries, shown when any row has it
+EXTRA_COLUMNS = {"vif": ("VIF", ".3f"), "gmsd": ("GMSD", ".4f"), "haarpsi": ("HaarPSI", ".3f"),
+                 "lpips": ("LPIPS", ".4f"), "dists": ("DISTS", ".4f")}
 
 
 def _json_safe(value: Any) -> Any:
@@ -101,17 +112,31 @@ def _stripes(summary: PointSummary) -> str:
     return f"{summary.stripes_columns:.1f}/{summary.stripes_rows:.1f}"
 
 
+def extra_metrics(table: EvalTable) -> list[str]:
+    """The metrics beyond PSNR/MS-SSIM that at least one row of ``table`` has, in :data:`EXTRA_COLUMNS` order."""
+    return [m for m in EXTRA_COLUMNS if any(getattr(row, m) is not None for row in table.rows)]
+
+
+def metric_cell(value: float | None, metric: str) -> str:
+    """``value`` formatted for ``metric``'s column, "-" when not computed."""
+    return "-" if value is None else format(value, EXTRA_COLUMNS[metric][1])
+
+
 def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
     """The per-point means and BD-rates as a fixed-width text table."""
+    extra = extra_metrics(table)
+    width = max([8, *(len(codec) for codec in table.codec_names())])
     lines = [
-        f"{'codec':<8} {'point':<13} {'n':>3} {'bpp':>7} {'PSNR':>6} {'MS-SSIM':>7} {'enc s':>7} {'dec s':>7} "
-        f"{'stripes c/r':>11}  note"
+        f"{'codec':<{width}} {'point':<13} {'n':>3} {'bpp':>7} {'PSNR':>6} {'MS-SSIM':>7} "
+        + "".join(f"{EXTRA_COLUMNS[m][0]:>8} " for m in extra)
+        + f"{'enc s':>7} {'dec s':>7} {'stripes c/r':>11}  note"
     ]
     for s in table.summary():
         note = f"{s.unreached} at the codec's lowest quality (target below it)" if s.unreached else ""
         lines.append(
-            f"{s.codec:<8} {s.point:<13} {s.images:>3} {s.bpp:>7.4f} {s.psnr:>6.2f} {s.ms_ssim:>7.4f} "
-            f"{s.encode_s:>7.2f} {s.decode_s:>7.2f} {_stripes(s):>11}  {note}".rstrip()
+            f"{s.codec:<{width}} {s.point:<13} {s.images:>3} {s.bpp:>7.4f} {s.psnr:>6.2f} {s.ms_ssim:>7.4f} "
+            + "".join(f"{metric_cell(getattr(s, m), m):>8} " for m in extra)
+            + f"{s.encode_s:>7.2f} {s.decode_s:>7.2f} {_stripes(s):>11}  {note}".rstrip()
         )
     bd = bd_rates(table, anchor)
     if bd:
@@ -121,7 +146,7 @@ def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
         )
         for codec, values in bd.items():
             cells = ("n/a" if math.isnan(values[m]) else f"{values[m]:+.1f}" for m in BD_METRICS)
-            lines.append(f"{codec:<8} " + "  ".join(f"{m}: {c:>8}" for m, c in zip(BD_METRICS, cells)))
+            lines.append(f"{codec:<{width}} " + "  ".join(f"{m}: {c:>8}" for m, c in zip(BD_METRICS, cells)))
     for failure in table.failures:
         lines.append(f"failed: {failure.image}: {failure.message}")
     return "\n".join(lines)
@@ -129,15 +154,19 @@ def format_summary(table: EvalTable, anchor: str = ANCHOR) -> str:
 
 def format_markdown(table: EvalTable, anchor: str = ANCHOR) -> str:
     """The per-point means and BD-rates as Markdown tables (for READMEs and reports)."""
+    extra = extra_metrics(table)
     lines = [
-        "| codec | point | images | bpp | PSNR (dB) | MS-SSIM | encode s | decode s | stripes columns / rows |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| codec | point | images | bpp | PSNR (dB) | MS-SSIM | "
+        + "".join(f"{EXTRA_COLUMNS[m][0]} | " for m in extra)
+        + "encode s | decode s | stripes columns / rows |",
+        "| --- | --- | ---: | ---: | ---: | ---: | " + "---: | " * len(extra) + "---: | ---: | ---: |",
     ]
     for s in table.summary():
         floor = f" ({s.unreached} at floor)" if s.unreached else ""
         lines.append(
-            f"| {s.codec} | {s.point} | {s.images}{floor} | {s.bpp:.4f} | {s.psnr:.2f} | {s.ms_ssim:.4f} "
-            f"| {s.encode_s:.2f} | {s.decode_s:.2f} | {_stripes(s)} |"
+            f"| {s.codec} | {s.point} | {s.images}{floor} | {s.bpp:.4f} | {s.psnr:.2f} | {s.ms_ssim:.4f} | "
+            + "".join(f"{metric_cell(getattr(s, m), m)} | " for m in extra)
+            + f"{s.encode_s:.2f} | {s.decode_s:.2f} | {_stripes(s)} |"
         )
     bd = bd_rates(table, anchor)
     if bd:
@@ -149,7 +178,10 @@ def format_markdown(table: EvalTable, anchor: str = ANCHOR) -> str:
 
 
 def write_report(table: EvalTable, out: str | Path, *, plots: bool = True, title: str = "") -> list[Path]:
-    """Write per_image/per_point/bd_rate CSV+JSON, summary.txt/.md and (with ``plots``) the RD plots to ``out``."""
+    """Write per_image/per_point/bd_rate CSV+JSON, summary.txt/.md, (with ``plots``) the RD plots of every
+    metric some row has, and report.html to ``out``."""
+    from .html_report import write_html
+
     folder = Path(out)
     row_fields = [f.name for f in dataclasses.fields(Row)]
     point_fields = [f.name for f in dataclasses.fields(PointSummary)]
@@ -166,5 +198,7 @@ def write_report(table: EvalTable, out: str | Path, *, plots: bool = True, title
     if plots and table.rows:
         os.environ.setdefault("MPLBACKEND", "Agg")
         for metric, (name, _) in PLOTS.items():
-            written.append(plot(table, metric, folder / name, title=title and f"{title}: {PLOTS[metric][1]}"))
+            if metric in BD_METRICS or metric in extra_metrics(table):
+                written.append(plot(table, metric, folder / name, title=title and f"{title}: {PLOTS[metric][1]}"))
+    written.append(write_html(table, folder, title=title))
     return written

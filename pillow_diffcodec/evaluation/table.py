@@ -1,9 +1,11 @@
 """The result table of an evaluation: one row per (image, codec, rate point), per-point means, and the
 journal (``rows.jsonl``) that makes runs resumable.
 
-A row's key is ``(image, codec, point)``; ``point`` names the diffusion codec's rate point
-(``"bpp=0.05"`` or ``"quality=40"``), and the baselines' rows at that point were coded at the rate of
-the diffusion file of the same image and point.
+A row's key is ``(image, codec, model, point)``; ``codec`` is the series shown in tables and plots (the
+codec's name, ``"DDCM:builtin-latent"`` when one run codes a codec with several models, or a baseline's
+name), ``model`` the model reference ("" for baselines), and ``point`` the diffusion codecs' rate point
+(``"bpp=0.05"`` or ``"quality=40"``). The baselines' rows at a point were coded once per image at the
+median rate of the diffusion files of that image and point.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 JOURNAL = "rows.jsonl"
 
-Key = tuple[str, str, str]
+Key = tuple[str, str, str, str]
+METRICS = ("vif", "gmsd", "haarpsi", "lpips", "dists")  # beyond PSNR/MS-SSIM; None where not computed
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,15 @@ class Row:
     # alternating-pattern energy over the original's, per axis (metrics.stripe_ratios); None in old journals
     stripes_columns: float | None = None
     stripes_rows: float | None = None
+    model: str = ""  # the diffusion codec's model reference; "" for baselines and old journals
+    vif: float | None = None  # metrics.vif (VIF-p): 1 = identical
+    gmsd: float | None = None  # metrics.gmsd: 0 = identical
+    haarpsi: float | None = None  # metrics.haarpsi: 1 = identical
+    dists: float | None = None  # metrics.dists_distance, when its weights are here
 
     @property
     def key(self) -> Key:
-        return (self.image, self.codec, self.point)
+        return (self.image, self.codec, self.model, self.point)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +91,10 @@ class PointSummary:
     lpips: float | None = None
     stripes_columns: float | None = None  # mean over the images that have it
     stripes_rows: float | None = None
+    vif: float | None = None
+    gmsd: float | None = None
+    haarpsi: float | None = None
+    dists: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,7 +118,7 @@ class EvalTable:
     rows: list[Row] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    codecs: list[str] = field(default_factory=list)  # in display order: the diffusion codec, then baselines
+    codecs: list[str] = field(default_factory=list)  # in display order: the diffusion codecs, then baselines
     points: list[str] = field(default_factory=list)  # in the order given
 
     def __iter__(self) -> Iterator[Row]:
@@ -144,16 +156,18 @@ class EvalTable:
                         encode_s=_mean(r.encode_s for r in group),
                         decode_s=_mean(r.decode_s for r in group),
                         unreached=sum(not r.reached for r in group),
-                        lpips=_mean_of_known(r.lpips for r in group),
                         stripes_columns=_mean_of_known(r.stripes_columns for r in group),
                         stripes_rows=_mean_of_known(r.stripes_rows for r in group),
+                        **{m: _mean_of_known(getattr(r, m) for r in group) for m in METRICS},
                     )
                 )
         return result
 
     def curve(self, codec: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
-        """(mean bpp, mean metric) per point of ``codec``, sorted by rate."""
-        points = sorted((s.bpp, getattr(s, metric)) for s in self.summary() if s.codec == codec)
+        """(mean bpp, mean metric) per point of ``codec``, sorted by rate (points without the metric left out)."""
+        points = sorted(
+            (s.bpp, getattr(s, metric)) for s in self.summary() if s.codec == codec and getattr(s, metric) is not None
+        )
         return [p[0] for p in points], [p[1] for p in points]
 
 
