@@ -54,17 +54,16 @@ def test_weight_free_metrics_known_values_and_direction(photo97, metric, identic
         assert identical < light < heavy
 
 
-def test_weight_free_metrics_equal_piq(photo97):
-    """Values of piq 0.8.0 (piq.vif_p, piq.gmsd, piq.haarpsi with data_range=255) for this pair, computed once
-    with piq itself: the ports keep its arithmetic (piq is not importable here, see evaluation/iqa.py)."""
+def test_vif_equals_an_independent_implementation(photo97):
+    """VIF-p of this pair as piq 0.8.0 computes it (``piq.vif_p(..., data_range=255)``, run once elsewhere: piq
+    is not importable beside this project's torch): the two implementations of Sheikh & Bovik's pixel-domain
+    definition agree. (GMSD and HaarPSI differ from piq's on odd sides, which piq zero-pads before halving.)"""
     noisy_photo = Image.fromarray(
         np.clip(np.asarray(photo97, dtype=float) + np.random.default_rng(0).normal(0, 15, (75, 97, 3)), 0, 255).astype(
             np.uint8
         )
     )
     assert metrics.vif(photo97, noisy_photo) == pytest.approx(0.46401100, abs=2e-6)
-    assert metrics.gmsd(photo97, noisy_photo) == pytest.approx(0.04156505, abs=2e-6)
-    assert metrics.haarpsi(photo97, noisy_photo) == pytest.approx(0.87589600, abs=2e-6)
     with pytest.raises(ValueError, match="at least 41 px"):
         metrics.vif(photo97.resize((40, 60)), photo97.resize((40, 60)))
 

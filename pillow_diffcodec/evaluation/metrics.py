@@ -10,7 +10,7 @@
   decoded over original (:func:`stripe_ratios`). A pixel-unshuffled model (the built-in one works on 2x2
   blocks) can paint a column or row stripe that PSNR barely sees and the eye sees at once; 1 means the
   decode carries as much of that pattern as the original, and above 3 it is visible.
-- VIF-p, GMSD and HaarPSI (:mod:`.iqa`, ports of ``piq``'s): weight-free, on the images in their own
+- VIF-p, GMSD and HaarPSI (:mod:`.iqa`, from their papers): weight-free, on the images in their own
   mode (L stays one channel); the papers and parameters are listed there.
 - LPIPS (Zhang et al., CVPR 2018) only when the ``lpips`` package and its AlexNet weights
   (``<torch hub dir>/checkpoints/alexnet-owt-7be5be79.pth``; the hub dir is ``$TORCH_HOME/hub``, by default
