@@ -25,7 +25,6 @@ from PIL import Image
 import storage
 from pillow_diffcodec.errors import DiffCodecError, ModelMismatchError, ModelNotFoundError, UnknownCodecError
 from pillow_diffcodec.imagemodes import select_frame
-from storage.archive_layout import Status
 
 from .sources import SourceItem, SourceReader
 
@@ -177,7 +176,7 @@ class ShardEncoder:
             report(len(batch))
         entries = [slot.entry for slot in pending if slot.entry is not None]
         storage.write_shard(job.dest, shard, entries, storage_options=job.storage_options)
-        ok = [entry for entry in entries if entry.status == Status.OK]
+        ok = [entry for entry in entries if entry.status == storage.Status.OK]
         return ShardResult(
             shard=shard,
             ok=len(ok),

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 import storage
 from pillow_diffcodec.errors import InvalidParameterError
-from storage.extract import ExtractReport, OutputFormat, extract_entry, output_bases
+from storage import ExtractReport, OutputFormat, extract_entry, output_bases
 
 from .cluster import WorkerPlan, connect, plan_workers
 
@@ -36,19 +36,6 @@ class _ShardDecoder:
         if model is not None:
             self.options["model"] = load_model(model, device=device)
 
-    def entries(self, shard: int) -> Iterator[tuple[dict[str, Any], bytes | storage.ArchiveError | None]]:
-        """Each entry of the shard with its checked bitstream: None unless ok, the error when damaged."""
-        size = self.archive.items_per_shard
-        for index in range(shard * size, min((shard + 1) * size, len(self.archive))):
-            row = self.archive.info(index)
-            if row["status"] != "ok":
-                yield row, None
-                continue
-            try:
-                yield row, self.archive.read_bytes(index)
-            except storage.ArchiveError as exc:
-                yield row, exc
-
     def decode(self, data: bytes) -> Any:
         import pillow_diffcodec
 
@@ -66,7 +53,7 @@ class _DatasetDecoder(_ShardDecoder):
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
-        for info, data in self.entries(int(row["shard"])):
+        for info, data in self.archive.records([int(row["shard"])]):
             if data is None or (isinstance(data, storage.ArchiveError) and self.on_error == "skip"):
                 continue
             if isinstance(data, storage.ArchiveError) and self.on_error == "raise":
@@ -169,6 +156,8 @@ def read_archive(
       and :class:`storage.CorruptEntryError` (``except storage.CorruptEntryError`` catches it); its
       ``cause`` is the worker's :class:`ray_jobs.dataset_errors.DamagedEntryError` with the message
       alone. This dataset (and those made from it) raises the original errors of its map functions.
+      The failed dataset's decoder actors keep their CPUs (or GPUs) until nothing refers to the
+      exception any more: on a small cluster, drop it before reading again (the traceback holds them).
     - ``"skip"``: the entry is left out.
     - ``"null"``: its row has ``image`` None, and every row has an ``error`` column (the entry's
       error, "" for the others).

@@ -14,8 +14,7 @@ from typing import Any
 
 import zarr
 
-from storage.archive_layout import quiet_zarr
-from storage.archive_store import make_store
+from storage import make_store, quiet_zarr
 
 REPORT_ATTRIBUTE = "diffcodec_bulk_report"
 SUMMED = ("encoded", "bytes_in", "bytes_out", "pixels", "warned", "wall_seconds")  # per-run figures the totals add

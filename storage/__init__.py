@@ -43,7 +43,7 @@ from .errors import (
     UnreservedKeyError,
     UnsupportedArchiveVersionError,
 )
-from .extract import ExtractReport
+from .extract import ExtractReport, OutputFormat, extract_entry, output_bases
 from .repair import rebuild_root, repair_entries
 from .shards import Reservation, ShardReport, write_shard
 from .verify import VerifyReport
@@ -63,6 +63,7 @@ __all__ = [
     "InvalidKeyError",
     "JobMismatchError",
     "NotAnArchiveError",
+    "OutputFormat",
     "PendingEntryError",
     "ReadOnlyArchiveError",
     "Reservation",
@@ -71,9 +72,11 @@ __all__ = [
     "UnreservedKeyError",
     "UnsupportedArchiveVersionError",
     "VerifyReport",
+    "extract_entry",
     "make_store",
     "open_archive",
     "open_image",
+    "output_bases",
     "quiet_zarr",
     "rebuild_root",
     "repair_entries",

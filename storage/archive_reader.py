@@ -174,7 +174,8 @@ class ArchiveReader:
         """Metadata of one entry, read from the archive's columns (the bitstream is not read).
 
         Keys: index, key, status ("ok" | "failed" | "pending"), width, height, mode, bpp, bytes,
-        source_size (-1 if unknown), source_sha256 ("" if unknown), error ("" unless failed).
+        source_size (-1 if unknown), source_sha256 ("" if unknown), error (a failed entry's error; for an ok
+        entry the warning raised while it was encoded, "" if none).
         """
         return self._row(self._slot(item))
 

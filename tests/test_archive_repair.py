@@ -7,9 +7,11 @@ root ``zarr.json``."""
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -182,13 +184,23 @@ def test_info_and_ls_say_unverified_until_a_verify_then_its_result(copy, capsys)
     assert rows["a/broken.png"]["verified"] is None and rows["a/broken.png"]["damage"] == ""
 
 
+def corrupt_entry_error(consume: Callable[[], object]) -> str:
+    """The message of the storage.CorruptEntryError that ``consume`` raises (whose Ray wrapper carries the same
+    error as its cause); the exception and its traceback are dropped on return."""
+    try:
+        consume()
+    except storage.CorruptEntryError as exc:
+        assert isinstance(exc.cause, storage.CorruptEntryError)
+        return str(exc.cause)
+    raise AssertionError("no CorruptEntryError was raised")
+
+
 def test_read_archive_raises_skips_or_nulls_a_damaged_entry(local_ray, copy) -> None:
     victim = damage(copy)
-    with pytest.raises(storage.CorruptEntryError, match=f"'{victim}'") as caught:
-        ray_jobs.read_archive(str(copy)).take_all()
-    assert isinstance(caught.value.cause, storage.CorruptEntryError) and victim in str(caught.value.cause)
-    with pytest.raises(storage.CorruptEntryError, match=f"'{victim}'"):
-        list(ray_jobs.read_archive(str(copy), on_error="raise").iter_rows())
+    for consume in (lambda: ray_jobs.read_archive(str(copy)).take_all(),
+                    lambda: list(ray_jobs.read_archive(str(copy), on_error="raise").iter_rows())):
+        assert victim in corrupt_entry_error(consume)
+        gc.collect()  # the failed dataset's actors hold the 2 CPUs until nothing refers to the executor
     skipped = ray_jobs.read_archive(str(copy), on_error="skip").take_all()
     assert sorted(row["key"] for row in skipped) == sorted(set(GOOD_KEYS) - {victim})
     nulled = {row["key"]: row for row in ray_jobs.read_archive(str(copy), on_error="null").take_all()}
