@@ -92,3 +92,25 @@ def test_the_decode_work_limit_counts_latent_positions(folder, monkeypatch) -> N
         pdc.decode(header_only(64, 64, 11, model=str(folder)))
     with pytest.raises(DecompressionBombError, match="10 model calls on 64x64 pixels ="):  # a pixel model: pixels
         pdc.decode(header_only(64, 64, 10))
+
+
+def test_the_decoder_stage_keeps_the_latent_space(tmp_path, folder, photo) -> None:
+    """Fine-tuning the decoder changes only the decoder: the encoder (and so the latent space the UNet was
+    trained on) and the scaling factor stay as they were, and the folder still loads."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    pipeline = Path(shutil.copytree(folder, tmp_path / "pipeline"))
+    data = tmp_path / "photos"
+    data.mkdir()
+    for number in range(2):
+        photo.resize((160, 160)).rotate(90 * number).save(data / f"p{number}.png")
+    before = AutoencoderKL.from_pretrained(str(pipeline / "vae"), low_cpu_mem_usage=False).float()
+    trainer.train("decoder", (data,), minutes=5, max_steps=3, output=pipeline, state_path=tmp_path / "state.pt")
+    after = AutoencoderKL.from_pretrained(str(pipeline / "vae"), low_cpu_mem_usage=False).float()
+    assert not all(torch.equal(t, after.state_dict()[n]) for n, t in before.state_dict().items() if n.startswith("decoder."))
+    assert all(torch.equal(t, after.state_dict()[n]) for n, t in before.state_dict().items() if n.startswith("encoder."))
+    assert after.config.scaling_factor == before.config.scaling_factor
+    clear_model_cache()
+    assert isinstance(load_model(str(pipeline)), LatentDiffusionModel)

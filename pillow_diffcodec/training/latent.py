@@ -11,6 +11,9 @@ Two stages, each its own resumable state:
   8x down-sampling, no attention, so it runs at any size) trained on random crops with
   ``L1 + MSE + 1e-6 KL`` (Rombach et al. Sec. 3.1: a slight KL keeps the latent scale tame). At export
   its ``scaling_factor`` is set to 1 / std of the latents of the training crops, as SD's is.
+* ``--stage decoder`` (optional, after either): fine-tunes the autoencoder's decoder on ``D(E(x).mean)``
+  with ``L1 + MSE`` while the encoder stays frozen, so the latent space, and the DDPM trained on it, stay
+  valid (as SD's fine-tuned VAE decoders were made); it raises the ceiling of every latent codec.
 * ``--stage diffusion``: the frozen autoencoder encodes every photo (and its mirror image) once; batches
   are random crops of those latents; a diffusers ``UNet2DModel`` (blocks (32, 64, 128), no attention) on
   them learns epsilon with SD's schedule (scaled-linear betas 0.00085..0.012, 1000 steps).
@@ -27,6 +30,7 @@ function of (seed, step). Never trains on Kodak.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -44,7 +48,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 OUTPUT = MODELS / "builtin-latent"
 STATES = Path("training-states")  # not in the repository: weights are committed once per release, states never
 DATA = (Path("../shared/data/train"), Path("../shared/data/train-unsplash"))
-STAGES = ("autoencoder", "diffusion")
+STAGES = ("autoencoder", "diffusion", "decoder")
 AUTOENCODER = dict(
     in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 128, 128), layers_per_block=1,
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=16,
@@ -60,7 +64,8 @@ SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_s
                  clip_sample=False, prediction_type="epsilon")
 KL_WEIGHT = 1e-6
 # per stage: crop side in pixels, batch, learning rate, warm-up steps, EMA decay
-SETTINGS = {"autoencoder": (128, 8, 2e-4, 200, 0.999), "diffusion": (256, 16, 2e-4, 200, 0.999)}
+SETTINGS = {"autoencoder": (128, 8, 2e-4, 200, 0.999), "diffusion": (256, 16, 2e-4, 200, 0.999),
+            "decoder": (128, 8, 1e-4, 100, 0.999)}
 
 
 def autoencoder_loss(vae: Any, x: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -70,6 +75,14 @@ def autoencoder_loss(vae: Any, x: torch.Tensor) -> tuple[torch.Tensor, float]:
     mse = (recon - x).square().mean()
     loss = (recon - x).abs().mean() + mse + KL_WEIGHT * posterior.kl().mean()
     return loss, float(10 * torch.log10(4 / mse.detach()))
+
+
+def decoder_loss(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    """``L1 + MSE`` of ``D(E(x).mean)`` with the encoder frozen: the latent the codecs code is the mean."""
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+    recon = vae.decode(z).sample
+    return (recon - x).abs().mean() + (recon - x).square().mean()
 
 
 def latent_cache(vae: Any, photos: list[torch.Tensor], device: str) -> list[torch.Tensor]:
@@ -98,8 +111,14 @@ def latent_crops(latents: list[torch.Tensor], seed: int, step: int, size: int, c
     return torch.stack(crops)
 
 
-def _networks(stage: str, device: str) -> tuple[Any, Any]:
+def _networks(stage: str, device: str, output: Path) -> tuple[Any, Any]:
     from diffusers import AutoencoderKL, UNet2DModel
+
+    if stage == "decoder":  # the exported autoencoder, its encoder frozen: the latent space stays the UNet's
+        model, ema = _frozen_autoencoder(output, device), _frozen_autoencoder(output, device)
+        for part in (model.decoder, model.post_quant_conv):
+            part.requires_grad_(True)
+        return model.train(), ema
 
     make = (lambda: AutoencoderKL(**AUTOENCODER)) if stage == "autoencoder" else (lambda: UNet2DModel(**UNET))
     model, ema = make().to(device), make().to(device)
@@ -113,7 +132,7 @@ def _frozen_autoencoder(output: Path, device: str) -> Any:
     if not (output / "vae" / "config.json").is_file():
         raise SystemExit(f"No trained autoencoder in {output / 'vae'}: run --stage autoencoder first")
     vae = AutoencoderKL.from_pretrained(str(output / "vae"), local_files_only=True, low_cpu_mem_usage=False)
-    return vae.to(device).eval().requires_grad_(False)
+    return vae.float().to(device).eval().requires_grad_(False)
 
 
 def scaling_factor(vae: Any, photos: list[torch.Tensor], seed: int, device: str, count: int = 64) -> float:
@@ -126,18 +145,21 @@ def scaling_factor(vae: Any, photos: list[torch.Tensor], seed: int, device: str,
 def export(
     stage: str, ema: Any, photos: list[torch.Tensor], facts: dict[str, Any], losses: list[float], output: Path, device: str
 ) -> None:
-    """Write the stage's part of the model folder: ``vae/`` (with its scaling factor) or ``unet/`` +
-    ``scheduler/``, the pipeline index, and the stage's facts in ``training.json``."""
+    """Write the stage's part of the model folder: ``vae/`` (with its scaling factor; the decoder stage keeps
+    the encoder's) or ``unet/`` + ``scheduler/``, the pipeline index, and the stage's facts in
+    ``training.json``. Weights are stored in float16 (half the size; the loader computes in float32 from them)."""
     from diffusers import DDPMScheduler
 
     output.mkdir(parents=True, exist_ok=True)
     if stage == "autoencoder":
         ema.eval()
         ema.register_to_config(scaling_factor=scaling_factor(ema, photos, facts["seed"], device))
-        ema.save_pretrained(output / "vae", safe_serialization=True)
-    else:
-        ema.save_pretrained(output / "unet", safe_serialization=True)
+    weights = copy.deepcopy(ema).half()
+    if stage == "diffusion":
+        weights.save_pretrained(output / "unet", safe_serialization=True)
         DDPMScheduler(**SCHEDULER).save_pretrained(output / "scheduler")
+    else:
+        weights.save_pretrained(output / "vae", safe_serialization=True)
     (output / "model_index.json").write_text(json.dumps(
         {"_class_name": "DiffcodecLatentPipeline", "unet": ["diffusers", "UNet2DModel"],
          "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDPMScheduler"]}, indent=2) + "\n")
@@ -145,7 +167,8 @@ def export(
     known = json.loads(record.read_text()) if record.is_file() else {}
     known[stage] = facts
     record.write_text(json.dumps(known, indent=2) + "\n")
-    label = "autoencoder loss (L1 + MSE + KL" if stage == "autoencoder" else "latent DDPM loss (MSE"
+    label = {"autoencoder": "autoencoder loss (L1 + MSE + KL", "decoder": "decoder fine-tune loss (L1 + MSE",
+             "diffusion": "latent DDPM loss (MSE"}[stage]
     plot_loss(losses, output / f"loss_{stage}.png", label=label)
 
 
@@ -160,8 +183,9 @@ def train(
     state_path = state_path or STATES / f"latent-{stage}.pt"
     torch.manual_seed(seed)
     photos = load_photos(*data)
-    model, ema = _networks(stage, device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    model, ema = _networks(stage, device, output)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
+                                  weight_decay=0.0)
     step, losses, started = 0, [], 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False, map_location=device)
@@ -193,6 +217,8 @@ def train(
         if stage == "autoencoder":
             x = random_crops(photos, seed, step, batch_size, crop).to(device)
             loss, _ = autoencoder_loss(model, x)
+        elif stage == "decoder":
+            loss = decoder_loss(model, random_crops(photos, seed + 2, step, batch_size, crop).to(device))
         else:
             z0 = latent_crops(latents, seed, step, batch_size, latent_crop)
             gen = torch.Generator().manual_seed(seed * 7_000_003 + step)
