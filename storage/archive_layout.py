@@ -199,4 +199,7 @@ def open_group(store: zarr.abc.store.Store, where: str, *, writable: bool, conso
             "or open it with mode 'w' or 'a' to create one"
         ) from None
     except (ValueError, TypeError, KeyError, OSError) as exc:  # zarr's metadata and JSON errors are ValueErrors
-        raise NotAnArchiveError(f"{where} is not a zarr v3 group holding a diffcodec archive ({exc})") from None
+        raise NotAnArchiveError(
+            f"{where} is not a zarr v3 group holding a diffcodec archive ({exc}); if it was one and only its root "
+            f"zarr.json is damaged, `diffcodec archive repair {where}` rebuilds it from the arrays"
+        ) from None

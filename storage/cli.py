@@ -99,7 +99,7 @@ def _checked(row: dict[str, Any], last: dict[str, Any] | None) -> str | None:
 
 def _ls(args: argparse.Namespace, archive: Archive) -> int:
     """One line per entry; an ok entry's status is what the last verify found: ok, corrupt (with the damage)
-    or unverified. JSON rows add ``verified`` (that, or None for failed and pending entries) and ``damage``."""
+    or unverified, followed by the warning raised while it was encoded, if any. JSON rows add ``verified`` (that, or None for failed and pending entries) and ``damage``."""
     worst, last = 0, archive.last_verify
     for row in archive.entries():
         if args.status and row["status"] != args.status:
@@ -111,7 +111,8 @@ def _ls(args: argparse.Namespace, archive: Archive) -> int:
             print(json.dumps(row))
         elif row["status"] == "ok":
             size = f"{row['width']}x{row['height']} {row['mode']:<4}"
-            line = f"{row['index']:>8}  {row['verified']:<10} {size} {row['bpp']:.4f} bpp  {row['key']}  {row['damage']}"
+            note = row["damage"] or (f"warning: {row['error']}" if row["error"] else "")
+            line = f"{row['index']:>8}  {row['verified']:<10} {size:<14} {row['bpp']:.4f} bpp  {row['key']}  {note}"
             print(line.rstrip())
         else:
             print(f"{row['index']:>8}  {row['status']:<10} {row['key']}  {row['error']}".rstrip())

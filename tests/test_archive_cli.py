@@ -52,6 +52,22 @@ def test_info_and_ls(archive_url, capsys) -> None:
     ]
 
 
+def test_ls_shows_the_warning_an_entry_was_encoded_with(tmp_path, encoded, capsys) -> None:
+    url = str(tmp_path / "w.zarr")
+    with storage.open_archive(url, "w") as archive:
+        archive.add("tiny.png", storage.Entry.ok("tiny.png", encoded[0], warning="RateFallbackWarning: smallest file"))
+    assert run("ls", url) == 0
+    assert capsys.readouterr().out.rstrip().endswith("tiny.png  warning: RateFallbackWarning: smallest file")
+
+
+def test_a_damaged_root_points_to_archive_repair(archive_url, capsys) -> None:
+    root = Path(archive_url) / "zarr.json"
+    root.write_bytes(root.read_bytes()[:100])
+    assert run("ls", archive_url) == 1
+    error = capsys.readouterr().err
+    assert "diffcodec archive repair" in error and error.count("\n") == 1
+
+
 def test_verify_reports_each_damaged_entry_on_one_line(archive_url, encoded, capsys) -> None:
     shard = Path(archive_url) / "bitstream" / "c" / "0"
     blob = bytearray(shard.read_bytes())
