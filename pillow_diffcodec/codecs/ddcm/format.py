@@ -179,26 +179,34 @@ def choice_to_symbols(params: DDCMParams, choice: StepChoice, step_size: int) ->
     return ranks + list(choice.levels)
 
 
+def unrank_subset(rank: int, m: int, n: int) -> tuple[int, ...]:
+    """The m-subset of range(n) (ascending) whose combinatorial-number-system rank is ``rank``, the inverse of
+    ``sum(comb(c_i, i + 1))`` (Knuth, TAOCP 7.2.1.3, Theorem L). For i = m..1 the largest c with
+    comb(c, i) <= rank is found by walking c down from the previous one while updating the binomial
+    coefficient in place (comb(c - 1, i) = comb(c, i) (c - i) / c; comb(c - 1, i - 1) = comb(c, i) i / c):
+    O(n + m) exact integer steps instead of a fresh ``math.comb`` per probe."""
+    indices = []
+    c = n - 1
+    binomial = math.comb(c, m)
+    for i in range(m, 0, -1):
+        while binomial > rank:  # c >= i always holds here, since comb(i - 1, i) = 0 <= rank
+            binomial = binomial * (c - i) // c
+            c -= 1
+        indices.append(c)
+        rank -= binomial
+        if i > 1:  # next: comb(c - 1, i - 1)
+            binomial = binomial * i // c if c else 0
+            c -= 1
+    return tuple(reversed(indices))
+
+
 def symbols_to_choice(params: DDCMParams, symbols: Sequence[int], step_size: int) -> StepChoice:
     """Inverse of :func:`choice_to_symbols`."""
     if step_size == 1:
         return TRIVIAL_CHOICE
     m = params.atoms
     if params.selection == "topm":
-        rank, indices = symbols[0], []
-        upper = step_size
-        for i in range(m, 0, -1):  # largest c with comb(c, i) <= rank, by bisection below the previous one
-            low, high = i - 1, upper - 1
-            while low < high:
-                mid = (low + high + 1) // 2
-                if math.comb(mid, i) <= rank:
-                    low = mid
-                else:
-                    high = mid - 1
-            indices.append(low)
-            rank -= math.comb(low, i)
-            upper = low
-        return StepChoice(indices=tuple(reversed(indices)), signs=tuple(symbols[1:]))
+        return StepChoice(indices=unrank_subset(symbols[0], m, step_size), signs=tuple(symbols[1:]))
     indices: list[int] = []
     for rank in symbols[:m]:
         k = rank
