@@ -44,6 +44,7 @@ MAX_ITEMS_PER_SHARD = 1024  # the archive's default: about ten objects per 1024 
 SHARDS_PER_WORKER = 4  # small jobs are cut finer, so that every worker gets several shards
 MAX_ROUNDS = 3  # a shard is handed out at most this often before the job gives up on it
 PROGRESS_SECONDS = 0.25  # how often the driver asks the workers' progress while shards run
+PROGRESS_TIMEOUT = 5.0  # seconds the driver waits for the progress counter before counting finished shards only
 MAX_REPORTED_WARNINGS = 20  # the report names this many warned items; the archive's entries keep them all
 
 
@@ -189,13 +190,15 @@ class EncoderPool:
 
     def __init__(self, plan: WorkerPlan, count: int, model: str | None, dtype: str | None) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.plan, self.count = plan, count
         self.arguments = (model, dtype, plan.device)
         self.encoder = ray.remote(ShardEncoder).options(**plan.actor_options())
         self.made: list[Any] = []
         self.alive: list[Any] = []
-        self.counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.counter = ray.remote(num_cpus=0)(ProgressCounter).options(scheduling_strategy=here).remote()
         self.attempts = 0  # shard attempts handed out so far: each reports its progress under its own number
         self.base = 0  # what the bar showed before this job's shards (items an earlier run finished)
         self._add(count)
@@ -279,10 +282,15 @@ class EncoderPool:
         self.alive = idle
 
     def _show(self, bar: tqdm, results: dict[int, ShardResult], running: dict[Any, tuple[Any, int, int]]) -> None:
-        """Set the bar to the items done: those of finished shards plus what the running attempts reported."""
+        """Set the bar to the items done: those of finished shards plus what the running attempts reported
+        (the counter lives on the driver's node; if it cannot answer, finished shards alone count)."""
         import ray
+        import ray.exceptions
 
-        reported = ray.get(self.counter.counts.remote())
+        try:
+            reported = ray.get(self.counter.counts.remote(), timeout=PROGRESS_TIMEOUT)
+        except (ray.exceptions.RayError, TimeoutError):  # progress is best effort: the shards still count
+            reported = {}
         done = sum(result.items for result in results.values())
         done += sum(reported.get(attempt, 0) for _, _, attempt in running.values())
         bar.update(self.base + done - bar.n)
