@@ -46,7 +46,13 @@ _LAZY = {
     "file_size": "api",
     "generate": "api",
     "decode_file": "api",
+    "restore": "api",
     "load_model": "models",
+    "SuperResolution": "restoration",
+    "Colorization": "restoration",
+    "Degradation": "restoration",
+    "TextGuidance": "codecs.ddcm.conditional",
+    "ClassifierGuidance": "codecs.ddcm.conditional",
 }
 
 __all__ = [

@@ -8,7 +8,7 @@ from the model registry, and the header from :mod:`.container`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import conditioning, container, imagemodes, limits
+from . import conditioning, container, imagemodes, limits, restoration
 from .codecs import CODECS, DEFAULT_CODEC, CodecEntry, CodecParams, codec_by_name
 from .codecs.base import Progress
 from .compute import pinned_compute
@@ -30,10 +30,11 @@ from .errors import (
 from .fileinfo import ParsedFile, info, read_file
 from .models import DiffusionModel, check_kind, condition, load_model, pixels_per_position, reference_for_file
 from .options import check_known
+from .restoration import Degradation
 from .settings import EncodeSettings, check_seed
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
-           "info"]
+           "info", "restore"]
 
 ModelRef = str | Path | DiffusionModel  # or a loaded CDC model (pillow_diffcodec.models.CDCModel)
 
@@ -138,6 +139,10 @@ def encode_images(
     exif: bytes | None = None,
     xmp: bytes | str | None = None,
     progress: Progress | None = None,
+    restore: str | Degradation | None = None,
+    perception: float | None = None,
+    nr_measure: Callable[[torch.Tensor], float] | None = None,
+    record_task: bool = False,
     **params: Any,
 ) -> list[EncodeResult]:
     """Encode same-size, same-mode images in one batch; returns each file with its reconstruction.
@@ -149,12 +154,20 @@ def encode_images(
     parameters (for DDCM ``steps``, ``codebook_size``, ``atoms``, ``coef_levels``, ``selection``, ``window``, ``tile``);
     ``bpp=`` / ``quality=`` choose the rest (see the codec's ``choose_params``). ``prompt`` and ``guidance``
     condition a latent (Stable Diffusion) model and are stored in the file's ``Cond`` chunk.
+
+    ``restore`` (a task name, ``"sr4"`` or ``"colorize"``, or a :class:`~pillow_diffcodec.restoration.Degradation`)
+    treats the images as degraded inputs and writes files of their restorations (DDCM Sec. 6, compressed
+    conditional generation; see :func:`restore`): ``bpp``/``quality`` then count the restored image's pixels.
+    ``perception`` (a weight lambda >= 0) switches from posterior sampling to the perception-distortion
+    selection of eq. 11-12 with ``nr_measure`` (image (C, H, W) in [0, 1] -> score, lower is better; default
+    NIQE); ``record_task`` notes the task in the file (``info["restored_by"]``).
     """
     if not images:
         return []
     images = [imagemodes.select_frame(im, frame) for im in images]  # refused before a model is loaded
     settings = EncodeSettings(codec, model, bpp, quality, seed, device, dtype, params)
     entry = settings.entry
+    task = _restoration(entry, restore, perception, nr_measure, record_task)
     text = conditioning.from_options(prompt, guidance)
     loaded = condition(_load_for(entry, model, device, dtype), text)
     model_chunks = (text.chunk(),) if text is not None else ()
@@ -173,21 +186,62 @@ def encode_images(
     if loaded.image_channels == 1 and prepared[0].coded.mode != "L":
         raise UnsupportedImageError(f"Model {loaded.name!r} codes grayscale images; convert the image to 'L'")
     runner = entry.load()
-    size, mode, chunks = prepared[0].coded.size, prepared[0].mode, prepared[0].chunks + model_chunks
+    size = prepared[0].coded.size
+    if task is not None:
+        size = task.output_size(size)
+        colour = task.output_channels(1) == 3
+        note = f"{task.name}" + (f", perception {perception:g}" if perception is not None else "")
+        prepared = [imagemodes.restored(p, size, colour, note if record_task else None) for p in prepared]
+    mode, chunks = prepared[0].mode, prepared[0].chunks + model_chunks
 
     def header_size(candidate: CodecParams) -> int:
         return container.header_size(_header(entry, candidate, loaded, mode, size, seed, chunks))
 
     codec_params = runner.choose_params(loaded, params, bpp, quality, header_size, *size)
-    pixels = [_to_pixels(p.coded, loaded) for p in prepared]
     with _memory_guard("encoding", *size), _codec_compute(entry):
-        coded = runner.encode_batch(loaded, codec_params, seed, pixels, progress)
+        if task is None:
+            coded = runner.encode_batch(loaded, codec_params, seed, [_to_pixels(p.coded, loaded) for p in prepared],
+                                        progress)
+        else:
+            inputs = [restoration.measurements(p.coded, task, loaded.image_channels) for p in prepared]
+            coded = entry.conditional_runner().restore_batch(
+                loaded, codec_params, seed, task, inputs, *size, perception=perception, measure=nr_measure,
+                progress=progress)
     results = []
     for prep, (payload, recon) in zip(prepared, coded):
         header = _header(entry, codec_params, loaded, prep.mode, size, seed, prep.chunks + model_chunks)
         data = container.pack(header, payload)
         results.append(EncodeResult(data, imagemodes.finish(_to_image(recon), prep.mode, prep.chunks)))
     return results
+
+
+def _restoration(
+    entry: CodecEntry, restore: str | Degradation | None, perception: float | None,
+    nr_measure: Callable[[torch.Tensor], float] | None, record_task: bool,
+) -> Degradation | None:
+    """The restoration task the options ask for (None: plain coding), refused when inconsistent."""
+    if restore is None:
+        if perception is not None or nr_measure is not None or record_task:
+            raise InvalidParameterError("perception=, nr_measure= and record_task= need restore= (a restoration task)")
+        return None
+    entry.conditional_runner()  # InvalidParameterError naming the codecs that can restore
+    if perception is not None and (isinstance(perception, bool) or not isinstance(perception, (int, float))
+                                   or not 0 <= perception < float("inf")):
+        raise InvalidParameterError(f"Expected perception as a weight >= 0, got {perception!r}")
+    if nr_measure is not None and not callable(nr_measure):
+        raise InvalidParameterError(f"Expected nr_measure as a callable(image) -> float, got {nr_measure!r}")
+    return restoration.task_for(restore)
+
+
+def restore(image: Image.Image, task: str | Degradation = "sr4", **options: Any) -> bytes:
+    """Restore a degraded image into a compressed file (DDCM Sec. 6, compressed conditional generation).
+
+    ``task``: ``"sr4"`` (4x bicubic super-resolution: the file holds an image 4x the input's sides),
+    ``"colorize"`` (an L or RGB image's luma -> an RGB file) or a :class:`~pillow_diffcodec.restoration.Degradation`.
+    The file decodes like any DDCM file, without the degraded input. Options as :func:`encode_images`
+    (``bpp``/``quality`` apply to the restored image; ``perception=`` for eq. 11-12's selection).
+    """
+    return encode_images([image], restore=task, **options)[0].data
 
 
 def encode(image: Image.Image, **options: Any) -> bytes:
@@ -276,9 +330,15 @@ def generate(
     mode: str = "RGB",
     device: Any = None,
     dtype: torch.dtype | str | None = None,
+    guide: Any = None,
     **params: Any,
 ) -> EncodeResult:
-    """Compressed generation (DDCM Sec. 4): a random sample together with the file that decodes to it."""
+    """Compressed generation (DDCM Sec. 4): a random sample together with the file that decodes to it.
+
+    ``guide`` steers the sample without being needed to decode it (DDCM App. C.5-C.6):
+    ``pillow_diffcodec.TextGuidance(prompt, candidates)`` on a text-conditioned latent model, or
+    ``pillow_diffcodec.ClassifierGuidance(log_prob, candidates)`` with a classifier of your own.
+    """
     if mode not in ("RGB", "L"):
         raise UnsupportedImageError(f"generate() makes 'RGB' or 'L' images, got mode {mode!r}")
     entry = codec_by_name(codec)
@@ -286,9 +346,12 @@ def generate(
     check_seed(seed)
     loaded = _load_for(entry, model, device, dtype)
     codec_params = entry.params.from_dict(params)
+    rng = np.random.default_rng(rng_seed)
     with _codec_compute(entry):
-        payload, pixels = runner.generate(
-            loaded, codec_params, seed, width, height, np.random.default_rng(rng_seed)
-        )
+        if guide is None:
+            payload, pixels = runner.generate(loaded, codec_params, seed, width, height, rng)
+        else:
+            payload, pixels = entry.conditional_runner().generate_guided(
+                loaded, codec_params, seed, width, height, rng, guide)
     header = _header(entry, codec_params, loaded, mode, (width, height), seed)
     return EncodeResult(container.pack(header, payload), _to_image(pixels).convert(mode))

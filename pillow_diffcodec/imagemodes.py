@@ -27,7 +27,7 @@ WIDE_GREY_RULES = {"I;16": "v >> 8", "I;16L": "v >> 8", "I;16B": "v >> 8", "I;16
                    "I": "clip(v, 0, 65535) >> 8", "F": "int(clip(v, 0, 255))"}
 SUPPORTED_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", *WIDE_GREY_RULES)
 CONVERTED_MODES = {"P": "RGB", "PA": "RGBA", "1": "L", "CMYK": "RGB", **dict.fromkeys(WIDE_GREY_RULES, "L")}
-ALPHA_TAG, ORIGINAL_MODE_TAG = b"alph", b"omod"
+ALPHA_TAG, ORIGINAL_MODE_TAG, RESTORED_TAG = b"alph", b"omod", b"rstr"
 METADATA_TAGS = {"icc_profile": b"iccp", "exif": b"exif", "xmp": b"xmp "}
 
 
@@ -117,12 +117,30 @@ def prepare(image: Image.Image, *, keep_alpha: bool = True, metadata: dict[str, 
     return PreparedImage(coded=image, mode=mode, chunks=tuple(chunks))
 
 
+def restored(prepared: PreparedImage, size: tuple[int, int], colour: bool, note: str | None) -> PreparedImage:
+    """``prepared`` as the header and chunks of its restoration (DDCM Sec. 6) to ``size``: alpha is resized
+    bicubically, a greyscale image made ``colour`` becomes RGB(A), and ``note`` (the task, for information) goes
+    into an ancillary ``rstr`` chunk; ``coded`` stays the degraded input."""
+    chunks = []
+    for tag, data in prepared.chunks:
+        if tag == ALPHA_TAG and size != prepared.coded.size:
+            alpha = Image.frombytes("L", prepared.coded.size, zlib.decompress(data))
+            data = zlib.compress(alpha.resize(size, Image.Resampling.BICUBIC).tobytes(), 9)
+        chunks.append((tag, data))
+    if note:
+        chunks.append((RESTORED_TAG, note.encode("utf-8")))
+    mode = prepared.mode.replace("L", "RGB") if colour else prepared.mode
+    return PreparedImage(coded=prepared.coded, mode=mode, chunks=tuple(chunks))
+
+
 def chunk_info(chunks: tuple[tuple[bytes, bytes], ...]) -> dict[str, Any]:
     """``Image.info`` entries from a file's chunks (metadata and the original mode)."""
     info: dict[str, Any] = {}
     for tag, data in chunks:
         if tag == ORIGINAL_MODE_TAG:
             info["original_mode"] = data.decode("ascii", "replace")
+        if tag == RESTORED_TAG:
+            info["restored_by"] = data.decode("utf-8", "replace")
         for key, metadata_tag in METADATA_TAGS.items():
             if tag == metadata_tag:
                 info[key] = data

@@ -70,6 +70,14 @@ ENCODE_OPTIONS: tuple[Option, ...] = (
     Option("exif", "EXIF bytes or PIL.Image.Exif (default: the image's own)", cli=False),
     Option("xmp", "XMP packet (default: the image's own)", cli=False),
     Option("progress", "callable(done, total) called after each model call", cli=False),
+    Option("restore", "restore while compressing (DDCM Sec. 6): treat the input as degraded and store its "
+           "restoration: 'sr4' (4x bicubic super-resolution) or 'colorize' (greyscale to colour); the file decodes "
+           "without the input", type=str, choices=("sr4", "colorize")),
+    Option("perception", "with restore: choose each step between a codeword towards the plain estimate and a "
+           "random one by MSE + PERCEPTION x NIQE (DDCM eq. 11-12; none: posterior sampling, eq. 10)", type=float),
+    Option("nr_measure", "with perception: callable(image (C, H, W) in [0, 1]) -> score, lower is better "
+           "(default: NIQE)", cli=False),
+    Option("record_task", "with restore: note the task in the file (info['restored_by'])", default=False),
 )
 DECODE_OPTIONS: tuple[Option, ...] = (
     Option("model", "model to decode with instead of the one named in the file (its fingerprint must match)",

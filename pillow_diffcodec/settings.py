@@ -16,7 +16,7 @@ from typing import Any
 from .codecs import DEFAULT_CODEC, CodecEntry, codec_by_name
 from .container import MAX_SEED
 from .errors import InvalidParameterError
-from .options import DTYPE_NAMES, check_known, rate_target
+from .options import DTYPE_NAMES, ENCODE_OPTIONS, check_known, rate_target
 
 
 def check_seed(seed: object) -> int:
@@ -56,3 +56,24 @@ class EncodeSettings:
     @property
     def entry(self) -> CodecEntry:
         return codec_by_name(self.codec)
+
+
+RESTORATION_OPTIONS = ("restore", "perception", "record_task")
+
+
+def check_restoration(entry: CodecEntry, options: Mapping[str, Any]) -> None:
+    """Torch-free check of the restoration options a bulk job records (the API checks the rest when it encodes):
+    only known names, a task name the CLI offers, a codec that can restore and a weight >= 0."""
+    check_known(options, [o for o in ENCODE_OPTIONS if o.name in RESTORATION_OPTIONS], "restoration")
+    if not options:
+        return
+    if "restore" not in options:
+        raise InvalidParameterError("perception= and record_task= need restore= (a restoration task)")
+    if entry.conditional is None:
+        raise InvalidParameterError(f"{entry.name} cannot restore; DDCM can")
+    choices = next(o.choices for o in ENCODE_OPTIONS if o.name == "restore")
+    if options["restore"] not in choices:
+        raise InvalidParameterError(f"Expected restore in {list(choices)}, got {options['restore']!r}")
+    weight = options.get("perception")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0):
+        raise InvalidParameterError(f"Expected perception as a weight >= 0, got {weight!r}")

@@ -70,6 +70,9 @@ def bulk_compress(
     image_column: str = "image",
     key_column: str = "key",
     progress: bool = True,
+    restore: str | None = None,
+    perception: float | None = None,
+    record_task: bool = False,
     **codec_params: Any,
 ) -> BulkReport:
     """Encode every image of ``source`` into the zarr archive ``dest``; returns (and stores) the report.
@@ -77,8 +80,9 @@ def bulk_compress(
     ``source``: a folder or glob of images, a tar or zip archive, or parquet with ``image_column``
     and ``key_column`` (see :mod:`ray_jobs.sources`); ``dest``: an archive path or URL. Both take
     ``storage_options``. Encoding options are those of :func:`pillow_diffcodec.encode_images`
-    (``model``, ``bpp`` or ``quality``, ``codec``, ``seed``, ``keep_alpha``, ``frame``, ``dtype`` and the
-    codec's own parameters); they are recorded in the archive, and a rerun with other ones is refused
+    (``model``, ``bpp`` or ``quality``, ``codec``, ``seed``, ``keep_alpha``, ``frame``, ``dtype``, ``restore``,
+    ``perception``, ``record_task`` and the codec's own parameters): with ``restore`` a folder of degraded images
+    becomes an archive of their compressed restorations. They are recorded in the archive, and a rerun with other ones is refused
     (:class:`storage.JobMismatchError`). Same-size images are encoded ``batch_size`` at a time.
     Multi-frame images (animated GIF/APNG, multi-page TIFF) become failed entries that give their frame
     count, unless ``frame`` chooses the frame to encode (as :func:`pillow_diffcodec.encode_images`).
@@ -99,7 +103,9 @@ def bulk_compress(
     """
     started = time.perf_counter()
     source, dest = _canonical(source), _canonical(dest)  # workers may run in another folder
-    settings = _settings(bpp, quality, codec, seed, keep_alpha, batch_size, frame, codec_params)
+    restoration = {name: value for name, value in (("restore", restore), ("perception", perception),
+                                                   ("record_task", record_task or None)) if value is not None}
+    settings = _settings(bpp, quality, codec, seed, keep_alpha, batch_size, frame, codec_params, restoration)
     model = codec_by_name(settings.codec).model_or_default(model)  # e.g. builtin-cdc for CDC
     session = connect(ray_address)
     try:
@@ -145,17 +151,18 @@ def bulk_compress(
 
 def _settings(
     bpp: float | None, quality: float | None, codec: str, seed: int, keep_alpha: bool, batch_size: int,
-    frame: int | None, codec_params: Mapping[str, Any],
+    frame: int | None, codec_params: Mapping[str, Any], restoration: Mapping[str, Any],
 ) -> EncodeSettings:
     """Validated settings, so that a mistake stops the job before any item is encoded (not in every worker)."""
     checked = pdc_settings.EncodeSettings(codec, bpp=bpp, quality=quality, seed=seed, params=codec_params)
+    pdc_settings.check_restoration(checked.entry, restoration)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"Expected batch_size to be a positive int, got {batch_size!r}")
     if bpp is None and quality is None and not codec_params:
         quality = DEFAULT_QUALITY  # what encode() would use; recorded so that both spellings match on resume
     return EncodeSettings(
         codec=checked.codec, bpp=bpp, quality=quality, seed=seed, keep_alpha=bool(keep_alpha), batch_size=batch_size,
-        params=dict(codec_params), frame=check_frame(frame),
+        params=dict(codec_params), frame=check_frame(frame), restoration=dict(restoration),
     )
 
 

@@ -44,11 +44,12 @@ class EncodeSettings:
     batch_size: int = 8
     params: dict[str, Any] = field(default_factory=dict)  # the codec's own parameters
     frame: int | None = None  # the frame encoded from multi-frame images (None: they fail)
+    restoration: dict[str, Any] = field(default_factory=dict)  # restore=, perception=, record_task= (DDCM Sec. 6)
 
     def recorded(self) -> dict[str, Any]:
         """The settings that shape the files, JSON-able, as stored in the archive's job (no batching, no device)."""
         given = {"bpp": self.bpp, "quality": self.quality, "seed": self.seed, "keep_alpha": self.keep_alpha,
-                 "frame": self.frame}
+                 "frame": self.frame, **self.restoration}
         codec = {name: list(value) if isinstance(value, tuple) else value for name, value in self.params.items()}
         return {name: value for name, value in {**given, **codec}.items() if value is not None}
 
@@ -200,7 +201,8 @@ class ShardEncoder:
                 warnings.simplefilter("always")
                 results = encode_images(
                     [slot.image for slot in batch], codec=settings.codec, model=self.model, bpp=settings.bpp,
-                    quality=settings.quality, seed=settings.seed, keep_alpha=settings.keep_alpha, **settings.params,
+                    quality=settings.quality, seed=settings.seed, keep_alpha=settings.keep_alpha,
+                    **settings.restoration, **settings.params,
                 )
         except JOB_ERRORS:
             raise

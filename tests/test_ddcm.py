@@ -78,6 +78,11 @@ def test_more_bits_reconstruct_better(photo, selection: str, levels: int) -> Non
     assert psnr(photo, generated.reconstruction) < quality[0]
 
 
+def _state(step: int, size: int, x0hat: torch.Tensor) -> ddcm.StepState:
+    """A sampler state with only what the compression selector reads (step, K and x0hat)."""
+    return ddcm.StepState(step, size, 999, 998, torch.zeros_like(x0hat), x0hat, 0.0, 1.0, 0.0)
+
+
 def test_selection_recovers_planted_indices() -> None:
     """Eq. 7: when the residual is a codeword, the search returns that codeword (and its sign), per tile."""
     planted = codebook.codewords(0, 3, [0, 1, 2, 3], [77, 5, 200, 31], 3 * 8 * 8)
@@ -86,11 +91,11 @@ def test_selection_recovers_planted_indices() -> None:
     x0hat = torch.zeros(1, 3, 16, 16)
     for selection in ("mp", "topm"):
         params = ddcm.DDCMParams(steps=5, codebook_size=256, selection=selection, tile=8)
-        choices = ddcm.search_selector(params, target, seed=0)(3, 256, x0hat)[0]
+        choices = ddcm.search_selector(params, target, seed=0)(_state(3, 256, x0hat))[0]
         assert [c.indices for c in choices] == [(77,), (5,), (200,), (31,)]
         assert all(c.signs in ((), (0,)) for c in choices)
     topm = ddcm.DDCMParams(selection="topm", tile=8)
-    assert {c.signs for c in ddcm.search_selector(topm, -target, 0)(3, 256, x0hat)[0]} == {(1,)}
+    assert {c.signs for c in ddcm.search_selector(topm, -target, 0)(_state(3, 256, x0hat))[0]} == {(1,)}
 
 
 def test_tile_grid_split_and_join_are_inverse() -> None:

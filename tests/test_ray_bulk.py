@@ -101,6 +101,28 @@ def test_rerun_skips_finished_shards_and_other_settings_are_refused(folder_archi
         ray_jobs.bulk_compress(str(folder), dest, progress=False, **FAST)
 
 
+def test_a_folder_of_small_images_becomes_an_archive_of_restorations(local_ray, model_dir, tmp_path) -> None:
+    """restore= in a bulk job (DDCM Sec. 6): every entry holds the 4x restoration, recorded in the job."""
+    small = {f"s{i}.png": _png(photo().crop((16 * i, 0, 16 * i + 16, 12))) for i in range(2)}
+    folder = write_tree(tmp_path / "small", small)
+    dest = str(tmp_path / "restored.zarr")
+    report = ray_jobs.bulk_compress(str(folder), dest, model=str(model_dir), restore="sr4", progress=False, **FAST)
+    assert (report.ok, report.failed) == (2, 0)
+    archive = storage.open_archive(dest)
+    for key in small:
+        assert pillow_diffcodec.decode(archive.read_bytes(key)).size == (64, 48)
+    with pytest.raises(storage.JobMismatchError, match="restore"):
+        ray_jobs.bulk_compress(str(folder), dest, model=str(model_dir), restore="colorize", progress=False, **FAST)
+    with pytest.raises(pillow_diffcodec.InvalidParameterError, match="cannot restore"):
+        ray_jobs.bulk_compress(str(folder), dest, codec="PSC", restore="sr4", progress=False)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_parquet_source_with_a_corrupt_row(local_ray, model_dir, tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -18,7 +18,7 @@ from typing import cast
 
 from ..errors import InvalidParameterError, UnknownCodecError, UnsupportedVersionError
 from ..options import Option, params_options
-from .base import Codec, CodecParams, GeneratingCodec
+from .base import Codec, CodecParams, ConditionalCodec, GeneratingCodec
 from .cdc.format import CDC_DECODE_OPTIONS, CDCParams
 from .ddcm.format import DDCMParams
 from .psc.format import PSC_DECODE_OPTIONS, PSCParams
@@ -40,6 +40,9 @@ class CodecEntry:
     decode_options: tuple[Option, ...] = ()  # the codec's own decode-time options (api.decode keywords)
     exact_size: bool = False  # payload_bound is the exact payload length (else an upper bound)
     can_generate: bool = False  # compressed generation (api.generate)
+    # compressed conditional generation (restore=, guided generate): the module with restore_batch and
+    # generate_guided (see base.ConditionalCodec); None: the codec codes given images only
+    conditional: str | None = None
     progressive: bool = False  # any prefix of the payload decodes (to a coarser image)
     model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel) or "cdc" (a CDC model)
     default_model: str = "builtin"
@@ -64,6 +67,14 @@ class CodecEntry:
                 f"{self.name} cannot generate: it codes a given image (codecs that generate: {', '.join(able)})")
         return cast(GeneratingCodec, self.load())
 
+    def conditional_runner(self) -> ConditionalCodec:
+        """The module for compressed restoration and guided generation; InvalidParameterError when the codec has none."""
+        if self.conditional is None:
+            able = [entry.name for entry in CODECS if entry.conditional]
+            raise InvalidParameterError(
+                f"{self.name} cannot restore or guide: it codes a given image (codecs that can: {', '.join(able)})")
+        return cast(ConditionalCodec, importlib.import_module(self.conditional))
+
     @property
     def options(self) -> tuple[Option, ...]:
         """The codec's own options: the fields of its parameter class."""
@@ -81,6 +92,7 @@ CODECS: tuple[CodecEntry, ...] = (
         description="Denoising Diffusion Codebook Models",
         exact_size=True,
         can_generate=True,
+        conditional="pillow_diffcodec.codecs.ddcm.conditional",
     ),
     CodecEntry(
         name="PSC",

@@ -87,3 +87,22 @@ class GeneratingCodec(Codec, Protocol):
     ) -> tuple[bytes, torch.Tensor]:
         """A random sample with the payload that decodes to it."""
         ...
+
+
+class ConditionalCodec(Protocol):
+    """The module of a codec whose registry entry names one in ``conditional``: compressed conditional
+    generation (DDCM Sec. 6), where the file holds a restored or guided sample and decodes without the condition."""
+
+    def restore_batch(
+        self, model: Any, params: Any, seed: int, task: Any, measurements: Sequence[torch.Tensor], width: int,
+        height: int, *, perception: float | None = None, measure: Callable[[torch.Tensor], float] | None = None,
+        progress: Progress | None = None,
+    ) -> list[tuple[bytes, torch.Tensor]]:
+        """Degraded inputs (1, C, h, w) in [-1, 1] -> (payload, pixels of the restored image) per input."""
+        ...
+
+    def generate_guided(
+        self, model: Any, params: Any, seed: int, width: int, height: int, rng: np.random.Generator, guide: Any,
+    ) -> tuple[bytes, torch.Tensor]:
+        """A guided sample (text or classifier guidance) with the payload that decodes to it."""
+        ...

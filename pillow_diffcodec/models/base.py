@@ -51,6 +51,11 @@ class DiffusionModel(Protocol):
         """float32 sample -> uint8 pixels (image_channels, height, width)."""
         ...
 
+    def to_image_space(self, samples: torch.Tensor) -> torch.Tensor:
+        """Samples (N, C, H', W') -> images (N, image_channels, H'', W'') scaled to [-1, 1], not rounded and
+        differentiable (for losses measured on the image, DDCM Sec. 6), padded as :meth:`sample_shape`."""
+        ...
+
     def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """Clean estimate (float32) for one noisy sample at training timestep ``t``."""
         ...

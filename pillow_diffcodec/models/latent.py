@@ -290,6 +290,11 @@ class LatentDiffusionModel:
         x = vae.decode(z).sample[0, :, :height, :width]
         return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
+    def to_image_space(self, samples: torch.Tensor) -> torch.Tensor:
+        """Latents (N, C, H', W') -> decoded images (N, 3, H' f, W' f) in about [-1, 1], differentiable."""
+        z = samples.to(device=self.device, dtype=torch.float32) / float(self.vae.config.scaling_factor)
+        return self._vae(z.shape[2] * self.vae_factor, z.shape[3] * self.vae_factor).decode(z).sample
+
     def autoencoder_bound(self, pixels: torch.Tensor) -> torch.Tensor:
         """``D(E(x))``: the VAE's own round trip of uint8 pixels (3, H, W), the best any latent codec can do
         with this model (the paper's encoder-decoder bound)."""

@@ -177,6 +177,10 @@ class PixelDiffusionModel:
         x = sample[:, :height, :width]
         return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
+    def to_image_space(self, samples: torch.Tensor) -> torch.Tensor:
+        """Pixel samples are images already: (N, C, H', W') in [-1, 1], returned as they are."""
+        return samples
+
     def predict_x0(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """Clean estimate ``x0hat`` (float32) for one noisy sample (C, H, W) at training timestep t."""
         return self.predict_x0_batch(x_t[None], t)[0]

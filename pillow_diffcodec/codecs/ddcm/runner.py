@@ -163,7 +163,29 @@ def _select_mp(
     return StepChoice(indices=tuple(candidates[c] for c in used), levels=tuple(chosen_levels))
 
 
-Selector = Callable[[int, int, torch.Tensor], list[Choices]]
+@dataclass(frozen=True)
+class StepState:
+    """What a selector sees at one step of the chain (DDPM eq. 6-7 of Ho et al. 2020, respaced): the batch
+    ``x`` at timestep ``t``, its clean estimates ``x0hat``, and the posterior coefficients that make the next
+    sample ``c0 x0hat + ct x + sigma z`` at timestep ``t_next``; ``step`` is the codebook step id of ``z``
+    and ``size`` its codebook size K."""
+
+    step: int
+    size: int
+    t: int
+    t_next: int
+    x: torch.Tensor
+    x0hat: torch.Tensor
+    c0: float
+    ct: float
+    sigma: float
+
+    def next_sample(self, b: int, noise: torch.Tensor) -> torch.Tensor:
+        """Sample ``b``'s next ``x`` with the step noise ``noise`` (the same arithmetic as the sampler)."""
+        return self.c0 * self.x0hat[b] + self.ct * self.x[b] + self.sigma * noise
+
+
+Selector = Callable[[StepState], list[Choices]]
 
 
 def run_sampler(
@@ -177,8 +199,8 @@ def run_sampler(
 ) -> tuple[torch.Tensor, list[list[Choices]]]:
     """Run the respaced DDPM chain with codebook noise for ``batch`` samples.
 
-    ``select(step, size, x0hat)`` returns every sample's per-tile choices for codebook step
-    ``step`` of size ``size``. The model is called one sample at a time so that a decoder working
+    ``select(state)`` returns every sample's per-tile choices for the codebook step ``state.step`` of size
+    ``state.size`` (:class:`StepState`). The model is called one sample at a time so that a decoder working
     on one file reproduces the encoder's numbers bit for bit. Returns the final samples
     (batch, C, H, W) and the choices per step and sample; ``progress(n, T)`` follows the model calls.
     """
@@ -197,42 +219,57 @@ def run_sampler(
         if n == len(timesteps) - 1:
             return x0hat, history
         c0, ct, sigma = schedule.posterior(t, timesteps[n + 1])
-        choices = select(n + 1, step_sizes[n], x0hat)
+        state = StepState(n + 1, step_sizes[n], t, timesteps[n + 1], x, x0hat, c0, ct, sigma)
+        choices = select(state)
         history.append(choices)
-        for b, tile_choices in enumerate(choices):
-            x[b] = c0 * x0hat[b] + ct * x[b] + sigma * step_noise(params, seed, n + 1, tile_choices, grid, device)
+        x = torch.stack([state.next_sample(b, step_noise(params, seed, n + 1, tile_choices, grid, device))
+                         for b, tile_choices in enumerate(choices)])
     raise AssertionError("unreachable: timesteps is never empty")
 
 
-def search_selector(params: DDCMParams, targets: torch.Tensor, seed: int) -> Selector:
-    """The encoder's selector: per tile, the codewords that point from ``x0hat`` towards the target (eq. 7)."""
-    grid = TileGrid.for_sample(targets.shape[1:], params.tile)
+Direction = Callable[[StepState], torch.Tensor]
 
-    def select(step: int, size: int, x0hat: torch.Tensor) -> list[Choices]:
-        if size == 1:
-            return [[TRIVIAL_CHOICE] * grid.count for _ in range(targets.shape[0])]
-        residuals = grid.split(targets - x0hat)
-        scores = codebook_scores(seed, step, size, residuals)
+
+def directed_selector(params: DDCMParams, seed: int, batch: int, shape: Sequence[int], direction: Direction) -> Selector:
+    """Per tile, the codewords that best point along ``direction(state)`` (batch, C, H, W): the largest inner
+    products (eq. 7 when the direction is ``x0 - x0hat``; DDCM eq. 8 with a loss linearised in the codeword)."""
+    grid = TileGrid.for_sample(shape, params.tile)
+
+    def select(state: StepState) -> list[Choices]:
+        if state.size == 1:
+            return [[TRIVIAL_CHOICE] * grid.count for _ in range(batch)]
+        residuals = grid.split(direction(state))
+        scores = codebook_scores(seed, state.step, state.size, residuals)
         if params.selection == "topm":
-            return [[_select_topm(scores[b, t], params.atoms) for t in range(grid.count)] for b in range(len(targets))]
+            return [[_select_topm(scores[b, t], params.atoms) for t in range(grid.count)] for b in range(batch)]
         return [
-            [_select_mp(params, scores[b, t], residuals[b, t], seed, step, t) for t in range(grid.count)]
-            for b in range(len(targets))
+            [_select_mp(params, scores[b, t], residuals[b, t], seed, state.step, t) for t in range(grid.count)]
+            for b in range(batch)
         ]
 
     return select
 
 
+def search_selector(params: DDCMParams, targets: torch.Tensor, seed: int) -> Selector:
+    """The encoder's selector: per tile, the codewords that point from ``x0hat`` towards the target (eq. 7)."""
+    return directed_selector(params, seed, len(targets), targets.shape[1:], lambda state: targets - state.x0hat)
+
+
 def random_selector(params: DDCMParams, tiles: int, rng: np.random.Generator) -> Selector:
     """Compressed generation (Sec. 4): uniformly random choices, so a sample comes with its bitstream."""
 
-    def select(step: int, size: int, x0hat: torch.Tensor) -> list[Choices]:
-        if size == 1:
-            return [[TRIVIAL_CHOICE] * tiles]
-        symbols = [[_random_below(rng, s) for s in params.symbol_sizes(size)] for _ in range(tiles)]
-        return [[symbols_to_choice(params, tile_symbols, size) for tile_symbols in symbols]]
+    def select(state: StepState) -> list[Choices]:
+        return [random_choices(params, tiles, state.size, rng)]
 
     return select
+
+
+def random_choices(params: DDCMParams, tiles: int, size: int, rng: np.random.Generator) -> Choices:
+    """Uniformly random choices of every tile for one step with codebook size ``size``."""
+    if size == 1:
+        return [TRIVIAL_CHOICE] * tiles
+    symbols = [[_random_below(rng, s) for s in params.symbol_sizes(size)] for _ in range(tiles)]
+    return [symbols_to_choice(params, tile_symbols, size) for tile_symbols in symbols]
 
 
 def _random_below(rng: np.random.Generator, below: int) -> int:
@@ -249,8 +286,8 @@ def _random_below(rng: np.random.Generator, below: int) -> int:
 def replay_selector(history: list[Choices]) -> Selector:
     """The decoder's selector: return the stored choices step by step."""
 
-    def select(step: int, size: int, x0hat: torch.Tensor) -> list[Choices]:
-        return [history[step - 1]]
+    def select(state: StepState) -> list[Choices]:
+        return [history[state.step - 1]]
 
     return select
 
