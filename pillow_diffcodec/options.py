@@ -74,7 +74,8 @@ ENCODE_OPTIONS: tuple[Option, ...] = (
            "restoration: 'sr4' (4x bicubic super-resolution) or 'colorize' (greyscale to colour); the file decodes "
            "without the input", type=str, choices=("sr4", "colorize")),
     Option("perception", "with restore: choose each step between a codeword towards the plain estimate and a "
-           "random one by MSE + PERCEPTION x NIQE (DDCM eq. 11-12; none: posterior sampling, eq. 10)", type=float),
+           "random one by MSE (of [0, 1] images) + PERCEPTION x NIQE (DDCM eq. 11-12; 0.001-0.01 trades PSNR for "
+           "NIQE; none: posterior sampling, eq. 10)", type=float),
     Option("nr_measure", "with perception: callable(image (C, H, W) in [0, 1]) -> score, lower is better "
            "(default: NIQE)", cli=False),
     Option("record_task", "with restore: note the task in the file (info['restored_by'])", default=False),
