@@ -1,0 +1,67 @@
+"""Throughput of one batched ``encode_images`` call on same-size images against one call per image.
+
+A batch shares the codebook scans of every step (codewords are generated once and scored against every
+image); the model is still called image by image, so that a file decodes bit-exactly on its own (a batched
+UNet call sums in another order). Both ways run alternately in this process (``--rounds`` times, best kept)
+and must give identical files.
+
+    python benchmarks/batch_encode.py [--photos ../shared/data/train] [--count 8] [--side 256]
+        [--models builtin builtin-latent] [--quality 50] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import pillow_diffcodec as pdc
+from pillow_diffcodec.models import load_model
+
+
+def crops(folder: Path, count: int, side: int) -> list[Image.Image]:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
+    out = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            out.append(image.crop((left, top, left + side, top + side)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "train")
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--side", type=int, default=256)
+    parser.add_argument("--models", nargs="+", default=["builtin", "builtin-latent"])
+    parser.add_argument("--quality", type=float, default=50)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    images = crops(args.photos, args.count, args.side)
+    print(f"{len(images)} crops of {args.side}x{args.side}, quality {args.quality:g}, {torch.get_num_threads()} thread(s)")
+    for name in args.models:
+        model = load_model(name)
+        pdc.encode(images[0].crop((0, 0, 64, 64)), model=model, quality=args.quality)  # warm-up (kernel compile)
+        best = {"single": float("inf"), "batched": float("inf")}
+        files = {}
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            files["single"] = [pdc.encode(image, model=model, quality=args.quality) for image in images]
+            best["single"] = min(best["single"], time.perf_counter() - start)
+            start = time.perf_counter()
+            files["batched"] = pdc.encode_batch(images, model=model, quality=args.quality)
+            best["batched"] = min(best["batched"], time.perf_counter() - start)
+        same = files["single"] == files["batched"]
+        print(f"{name:15s} one call per image {best['single']:6.1f} s   batched {best['batched']:6.1f} s   "
+              f"throughput x{best['single'] / best['batched']:.2f}   identical files: {same}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
