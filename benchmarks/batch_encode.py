@@ -16,21 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
+from ladder_study import crops  # benchmarks/ is on sys.path when a script in it runs
 
 import pillow_diffcodec as pdc
 from pillow_diffcodec.models import load_model
-
-
-def crops(folder: Path, count: int, side: int) -> list[Image.Image]:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
-    out = []
-    for path in paths:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            out.append(image.crop((left, top, left + side, top + side)))
-    return out
 
 
 def main() -> None:

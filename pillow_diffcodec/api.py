@@ -31,7 +31,7 @@ from .fileinfo import ParsedFile, info, read_file
 from .models import DiffusionModel, check_kind, condition, load_model, pixels_per_position, reference_for_file
 from .options import check_known
 from .restoration import Degradation
-from .settings import EncodeSettings, check_seed
+from .settings import EncodeSettings, check_restoration, check_seed
 
 __all__ = ["EncodeResult", "decode", "decode_file", "encode", "encode_batch", "encode_images", "file_size", "generate",
            "info", "restore"]
@@ -167,7 +167,8 @@ def encode_images(
     images = [imagemodes.select_frame(im, frame) for im in images]  # refused before a model is loaded
     settings = EncodeSettings(codec, model, bpp, quality, seed, device, dtype, params)
     entry = settings.entry
-    task = _restoration(entry, restore, perception, nr_measure, record_task)
+    check_restoration(entry, restore, perception, record_task, nr_measure)
+    task = None if restore is None else restoration.task_for(restore)
     text = conditioning.from_options(prompt, guidance)
     loaded = condition(_load_for(entry, model, device, dtype), text)
     model_chunks = (text.chunk(),) if text is not None else ()
@@ -213,24 +214,6 @@ def encode_images(
         data = container.pack(header, payload)
         results.append(EncodeResult(data, imagemodes.finish(_to_image(recon), prep.mode, prep.chunks)))
     return results
-
-
-def _restoration(
-    entry: CodecEntry, restore: str | Degradation | None, perception: float | None,
-    nr_measure: Callable[[torch.Tensor], float] | None, record_task: bool,
-) -> Degradation | None:
-    """The restoration task the options ask for (None: plain coding), refused when inconsistent."""
-    if restore is None:
-        if perception is not None or nr_measure is not None or record_task:
-            raise InvalidParameterError("perception=, nr_measure= and record_task= need restore= (a restoration task)")
-        return None
-    entry.conditional_runner()  # InvalidParameterError naming the codecs that can restore
-    if perception is not None and (isinstance(perception, bool) or not isinstance(perception, (int, float))
-                                   or not 0 <= perception < float("inf")):
-        raise InvalidParameterError(f"Expected perception as a weight >= 0, got {perception!r}")
-    if nr_measure is not None and not callable(nr_measure):
-        raise InvalidParameterError(f"Expected nr_measure as a callable(image) -> float, got {nr_measure!r}")
-    return restoration.task_for(restore)
 
 
 def restore(image: Image.Image, task: str | Degradation = "sr4", **options: Any) -> bytes:

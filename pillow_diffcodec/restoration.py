@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import InvalidParameterError, UnsupportedImageError
+from .settings import TASK_NAMES
 
-TASK_NAMES = ("sr4", "colorize")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights of Pillow's convert("L")
 
 

@@ -58,22 +58,28 @@ class EncodeSettings:
         return codec_by_name(self.codec)
 
 
-RESTORATION_OPTIONS = ("restore", "perception", "record_task")
+
+TASK_NAMES = next(option.choices for option in ENCODE_OPTIONS if option.name == "restore")
 
 
-def check_restoration(entry: CodecEntry, options: Mapping[str, Any]) -> None:
-    """Torch-free check of the restoration options a bulk job records (the API checks the rest when it encodes):
-    only known names, a task name the CLI offers, a codec that can restore and a weight >= 0."""
-    check_known(options, [o for o in ENCODE_OPTIONS if o.name in RESTORATION_OPTIONS], "restoration")
-    if not options:
+def check_restoration(
+    entry: CodecEntry, restore: object = None, perception: object = None, record_task: bool = False,
+    nr_measure: object = None,
+) -> None:
+    """The restoration options (DDCM Sec. 6) checked together, torch-free (bulk jobs check them on the driver):
+    the others need ``restore``, the codec must restore, a task name must be known (any other value is a user's
+    :class:`~pillow_diffcodec.restoration.Degradation`, checked where it is used), the weight is >= 0 and finite
+    and ``nr_measure`` is callable."""
+    if restore is None:
+        if perception is not None or nr_measure is not None or record_task:
+            raise InvalidParameterError("perception=, nr_measure= and record_task= need restore= (a restoration task)")
         return
-    if "restore" not in options:
-        raise InvalidParameterError("perception= and record_task= need restore= (a restoration task)")
-    if entry.conditional is None:
-        raise InvalidParameterError(f"{entry.name} cannot restore; DDCM can")
-    choices = next(o.choices for o in ENCODE_OPTIONS if o.name == "restore")
-    if options["restore"] not in choices:
-        raise InvalidParameterError(f"Expected restore in {list(choices)}, got {options['restore']!r}")
-    weight = options.get("perception")
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0):
-        raise InvalidParameterError(f"Expected perception as a weight >= 0, got {weight!r}")
+    entry.check_conditional()
+    if isinstance(restore, str) and restore not in TASK_NAMES:
+        raise InvalidParameterError(f"Unknown restoration task {restore!r}; expected one of {list(TASK_NAMES)} "
+                                    "or a pillow_diffcodec.restoration.Degradation")
+    if perception is not None and (isinstance(perception, bool) or not isinstance(perception, (int, float))
+                                   or not 0 <= perception < float("inf")):
+        raise InvalidParameterError(f"Expected perception as a weight >= 0, got {perception!r}")
+    if nr_measure is not None and not callable(nr_measure):
+        raise InvalidParameterError(f"Expected nr_measure as a callable(image) -> float, got {nr_measure!r}")

@@ -155,7 +155,7 @@ def _settings(
 ) -> EncodeSettings:
     """Validated settings, so that a mistake stops the job before any item is encoded (not in every worker)."""
     checked = pdc_settings.EncodeSettings(codec, bpp=bpp, quality=quality, seed=seed, params=codec_params)
-    pdc_settings.check_restoration(checked.entry, restoration)
+    pdc_settings.check_restoration(checked.entry, **restoration)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"Expected batch_size to be a positive int, got {batch_size!r}")
     if bpp is None and quality is None and not codec_params:

@@ -67,12 +67,16 @@ class CodecEntry:
                 f"{self.name} cannot generate: it codes a given image (codecs that generate: {', '.join(able)})")
         return cast(GeneratingCodec, self.load())
 
-    def conditional_runner(self) -> ConditionalCodec:
-        """The module for compressed restoration and guided generation; InvalidParameterError when the codec has none."""
+    def check_conditional(self) -> None:
+        """InvalidParameterError naming the codecs that can, unless this one restores and guides (torch-free)."""
         if self.conditional is None:
             able = [entry.name for entry in CODECS if entry.conditional]
             raise InvalidParameterError(
                 f"{self.name} cannot restore or guide: it codes a given image (codecs that can: {', '.join(able)})")
+
+    def conditional_runner(self) -> ConditionalCodec:
+        """The module for compressed restoration and guided generation; InvalidParameterError when the codec has none."""
+        self.check_conditional()
         return cast(ConditionalCodec, importlib.import_module(self.conditional))
 
     @property

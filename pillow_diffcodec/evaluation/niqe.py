@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..restoration import Colorization
+
 PATCH = 32
 SHARPNESS_SHARE = 0.75
 PRIOR_PATH = Path(__file__).with_name("niqe_prior.json")
@@ -170,10 +172,8 @@ def niqe_score(image: torch.Tensor) -> float:
     measure of DDCM's perception-distortion restoration."""
     x = image.detach().to(torch.float64).cpu()
     if x.shape[0] == 3:
-        x = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
-    else:
-        x = x[0]
-    return niqe((x * 255.0).numpy())
+        x = Colorization().apply(x[None])[0]
+    return niqe((x[0] * 255.0).numpy())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -131,9 +131,9 @@ def perception_selector(
         return costs
 
     def select(state: StepState) -> list[Choices]:
-        if state.size == 1:
-            return toward(state)
         distortion = toward(state)
+        if state.size == 1:  # nothing to choose: no look-ahead
+            return distortion
         perception = [random_choices(params, grid.count, state.size, rng) for _ in range(len(target))]
         use_d = tile_costs(state, distortion) <= tile_costs(state, perception)
         return [[d if use_d[b, t] else p for t, (d, p) in enumerate(zip(distortion[b], perception[b]))]
