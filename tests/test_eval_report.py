@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html.parser
 import io
+import shutil
 import statistics
 from pathlib import Path
 
@@ -198,3 +199,61 @@ def test_suites_find_their_images(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "none"), "--suite", "kodak", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "No Kodak folder" in err and "Traceback" not in err
+
+
+def _chromium() -> str | None:
+    """A Chromium the machine has (Debian's package, which ``.ci/run`` installs), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def test_html_report_in_a_real_browser(multi_run, tmp_path):
+    """report.html opened from disk in headless Chromium (Playwright drives it): every picture loads, nothing is
+    fetched from the network, the script runs without errors, the zoom buttons scale every crop and a click on
+    a crop zooms its strip alone."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e .[test])")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's package chromium)")
+    _, options, table, _, _, _ = multi_run
+    page_path: Path = options["out"] / "report.html"
+    flags = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=flags)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            remote: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("request", lambda request: None if request.url.startswith("file:") else remote.append(request.url))
+            page.goto(page_path.resolve().as_uri(), wait_until="load")
+
+            loaded = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+            assert len(loaded) == len(table.rows) + 2 + 5 and all(loaded)  # crops, originals, 5 RD plots
+
+            def scales() -> list[float]:
+                return page.evaluate(
+                    "Array.from(document.querySelectorAll('.strip')).map(s => Array.from(s.querySelectorAll('img'))"
+                    ".map(i => i.getBoundingClientRect().width / i.naturalWidth))"
+                )
+
+            def all_at(strips: list[list[float]], factor: float) -> bool:
+                # the 1 px border on each side widens the box a little
+                return all(abs(s - factor) < 0.1 for strip in strips for s in strip)
+
+            assert all_at(scales(), 2)  # the page opens at 2x
+            page.click(".zoom button[data-z='4']")
+            assert all_at(scales(), 4) and page.inner_text(".zoom button.on") == "4x"
+            page.click(".zoom button[data-z='1']")
+            page.click(".strip >> nth=0 >> img >> nth=1")
+            first, *others = scales()
+            assert all_at([first], 4) and all_at(others, 1)  # only the clicked strip
+            page.click(".strip >> nth=0 >> img >> nth=0")
+            assert all_at(scales(), 1)
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            assert errors == [] and remote == []
+        finally:
+            browser.close()
