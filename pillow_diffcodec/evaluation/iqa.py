@@ -67,11 +67,17 @@ def similarity(a: torch.Tensor, b: torch.Tensor, constant: float) -> torch.Tenso
     return (2 * a * b + constant) / (a * a + b * b + constant)
 
 
-def _gaussian_window(size: int) -> torch.Tensor:
+def _gaussian_profile(size: int) -> torch.Tensor:
+    """The normalised 1-D Gaussian of VIF's ``size`` x ``size`` window (sigma = size / 5), as a row kernel."""
     offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     profile = torch.exp(-(offsets**2) / (2 * (size / 5) ** 2))
-    window = profile[:, None] * profile[None, :]
-    return (window / window.sum())[None, None]
+    return (profile / profile.sum())[None, None, None, :]
+
+
+def _gaussian_filter(image: torch.Tensor, profile: torch.Tensor) -> torch.Tensor:
+    """``image`` filtered ('valid') with the outer product of ``profile`` with itself: the 2-D Gaussian window
+    as a row pass and a column pass (size 17: 34 instead of 289 multiplications per pixel)."""
+    return F.conv2d(F.conv2d(image, profile), profile.transpose(2, 3))
 
 
 def vif_p(decoded: torch.Tensor, reference: torch.Tensor) -> float:
@@ -80,13 +86,13 @@ def vif_p(decoded: torch.Tensor, reference: torch.Tensor) -> float:
     d, r = yiq(decoded)[:, :1], yiq(reference)[:, :1]
     kept, present = 0.0, 0.0
     for scale in range(4):
-        window = _gaussian_window(2 ** (4 - scale) + 1).to(d)
+        profile = _gaussian_profile(2 ** (4 - scale) + 1).to(d)
         if scale:
-            d, r = F.conv2d(d, window)[..., ::2, ::2], F.conv2d(r, window)[..., ::2, ::2]
-        mean_d, mean_r = F.conv2d(d, window), F.conv2d(r, window)
-        var_d = (F.conv2d(d * d, window) - mean_d**2).clamp(min=0)
-        var_r = (F.conv2d(r * r, window) - mean_r**2).clamp(min=0)
-        cov = F.conv2d(d * r, window) - mean_d * mean_r
+            d, r = _gaussian_filter(d, profile)[..., ::2, ::2], _gaussian_filter(r, profile)[..., ::2, ::2]
+        mean_d, mean_r = _gaussian_filter(d, profile), _gaussian_filter(r, profile)
+        var_d = (_gaussian_filter(d * d, profile) - mean_d**2).clamp(min=0)
+        var_r = (_gaussian_filter(r * r, profile) - mean_r**2).clamp(min=0)
+        cov = _gaussian_filter(d * r, profile) - mean_d * mean_r
         gain, noise = _channel(var_r, var_d, cov)
         kept += float(torch.log10(1 + gain**2 * var_r / (noise + VIF_NOISE)).sum())
         present += float(torch.log10(1 + var_r / VIF_NOISE).sum())
