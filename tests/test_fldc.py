@@ -243,3 +243,13 @@ def test_trainer_runs_resumes_and_exports_a_loadable_model(tmp_path, photo) -> N
     assert kind_of(model) == "fldc" and model.lambdas == sorted(trainer.LAMBDAS)
     result = pdc.encode_images([photo], codec="FLDC", model=model, lam=16.0)[0]
     assert pdc.decode(result.data, model=model).tobytes() == result.reconstruction.tobytes()
+
+
+def test_eval_runs_fldc_beside_a_baseline(fldc_dir, photo, tmp_path) -> None:
+    from pillow_diffcodec.evaluation import evaluate
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photo.save(folder / "a.png")
+    table = evaluate(str(folder), codec="FLDC", model=str(fldc_dir), bpp=[24.0], baselines=["jpeg"], progress=False)
+    assert table.codec_names() == ["FLDC", "JPEG"]
