@@ -219,7 +219,7 @@ def test_fuzz_truncations_and_bit_flips_give_documented_errors_only(coded, model
 
 def test_one_builtin_model_at_several_lambdas_gives_increasing_rates(builtin, photo) -> None:
     sizes = [len(pdc.encode(photo, codec="FLDC", lam=lam)) for lam in (4.0, 32.0, 256.0)]
-    assert sizes[0] < sizes[1] < sizes[2]
+    assert sizes[0] <= sizes[1] < sizes[2]  # 64x48 px: the two lowest rates can tie in whole bytes
     assert builtin.lambda_range == (4.0, 256.0)
     assert builtin.base.name == "builtin-latent" and builtin.vae_factor == 8
     assert pixels_per_position("builtin-fldc") == 64  # follows fldc.json to builtin-latent's f8 VAE
