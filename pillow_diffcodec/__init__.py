@@ -14,6 +14,7 @@ from typing import Any
 from . import limits
 from .codecs.cdc.format import CDCParams
 from .codecs.ddcm.format import DDCMParams
+from .codecs.fldc.format import FLDCParams
 from .codecs.psc.format import PSCParams
 from .errors import (
     ComputeMismatchError,
@@ -58,6 +59,7 @@ _LAZY = {
 __all__ = [
     "CDCParams",
     "ComputeMismatchError",
+    "FLDCParams",
     "CorruptFileError",
     "DDCMParams",
     "DivergenceError",

@@ -325,3 +325,24 @@ def test_the_bar_moves_per_image(local_ray, model_dir, tmp_path, capsys) -> None
                            items_per_shard=6, num_workers=1, steps=12, codebook_size=16)
     shown = capsys.readouterr().err
     assert "6/6" in shown and any(f" {done}/6 " in shown for done in range(1, 6)), shown
+
+
+def test_an_fldc_bulk_job_writes_files_that_decode_to_the_encoders_reconstruction(local_ray, tmp_path) -> None:
+    from .test_fldc import tiny_fldc_folder
+
+    model = tiny_fldc_folder(tmp_path / "fldc")
+    source = tmp_path / "photos"
+    source.mkdir()
+    for i in range(3):
+        photo().crop((8 * i, 0, 8 * i + 40, 32)).save(source / f"p{i}.png")
+    dest = str(tmp_path / "fldc.zarr")
+    report = ray_jobs.bulk_compress(str(source), dest, codec="FLDC", model=str(model), lam=16.0, items_per_shard=2,
+                                    progress=False)
+    assert (report.ok, report.failed) == (3, 0)
+    archive = storage.open_archive(dest)
+    for i in range(3):
+        data = archive.read_bytes(f"p{i}.png")
+        assert pillow_diffcodec.info(data)["codec"] == "FLDC"
+        with Image.open(source / f"p{i}.png") as original:
+            direct = pillow_diffcodec.encode(original, codec="FLDC", model=str(model), lam=16.0)
+        assert data == direct  # the same settings give the same file in a Ray worker

@@ -1,7 +1,7 @@
 """Codec registry: the single source of truth for codec names, numeric file ids and Pillow formats.
 
 Ids are explicit numbers written into every file and never derived from registration order.
-2 is PSC, 3 CDC. Reserved for the codecs that follow: 4 CorrDiff, 5 foundation latent diffusion.
+2 is PSC, 3 CDC, 5 FLDC (foundation latent diffusion). Reserved for the codec that follows: 4 CorrDiff.
 Each codec is one folder (``codecs/<name>/``: a torch-free ``format`` module and a ``runner``, see
 :mod:`.base`). Each entry names its parameter class (enough to read a header) and the runner module
 (:class:`~.base.Codec`), imported only when something is encoded or decoded, the kind of model it runs
@@ -21,6 +21,7 @@ from ..options import Option, params_options
 from .base import Codec, CodecParams, ConditionalCodec, GeneratingCodec
 from .cdc.format import CDC_DECODE_OPTIONS, CDCParams
 from .ddcm.format import DDCMParams
+from .fldc.format import FLDCParams
 from .psc.format import PSC_DECODE_OPTIONS, PSCParams
 
 __all__ = ["CODECS", "Codec", "CodecEntry", "CodecParams", "GeneratingCodec", "codec_by_id", "codec_by_name"]
@@ -44,7 +45,7 @@ class CodecEntry:
     # generate_guided (see base.ConditionalCodec); None: the codec codes given images only
     conditional: str | None = None
     progressive: bool = False  # any prefix of the payload decodes (to a coarser image)
-    model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel) or "cdc" (a CDC model)
+    model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel), "cdc" (a CDC model) or "fldc" (an FLDC model)
     default_model: str = "builtin"
     # Intra-op CPU threads the codec's maths run on, so that every decode of a file gives the encoder's
     # pixels whatever the caller's thread count (see pillow_diffcodec.compute); None: the codec pins its
@@ -121,6 +122,17 @@ CODECS: tuple[CodecEntry, ...] = (
         decode_options=CDC_DECODE_OPTIONS,
         model_kind="cdc",
         default_model="builtin-cdc",
+    ),
+    CodecEntry(
+        name="FLDC",
+        codec_id=5,
+        params=FLDCParams,
+        module="pillow_diffcodec.codecs.fldc.runner",
+        extensions=(".fldc",),
+        mime="image/x-fldc",
+        description="Adaptive latent quantisation and partial denoising with a foundation latent diffusion model",
+        model_kind="fldc",
+        default_model="builtin-fldc",
     ),
 )
 CODECS_BY_NAME = {entry.name: entry for entry in CODECS}

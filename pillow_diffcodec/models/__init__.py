@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..codecs.cdc.model import CDCModel, is_cdc_folder
+from ..codecs.fldc.model import FLDCModel, base_reference, is_fldc_folder
 from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError
 from .base import DiffusionModel, resolve_device, resolve_dtype
@@ -45,10 +46,16 @@ class ModelLayout:
     kind: str
     expects: str  # the files it looks for, for error messages
     recognises: Callable[[Path], bool]
-    load: Callable[..., DiffusionModel | CDCModel]  # (directory, *, name, device, dtype) -> model
+    load: Callable[..., DiffusionModel | CDCModel | FLDCModel]  # (directory, *, name, device, dtype) -> model
 
 
 LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has unet/ and scheduler/
+    ModelLayout(
+        kind="FLDC model",
+        expects="fldc.json naming its base latent model + fldc.safetensors (python -m pillow_diffcodec.training.fldc)",
+        recognises=is_fldc_folder,
+        load=FLDCModel.from_directory,
+    ),
     ModelLayout(
         kind="CDC model",
         expects="cdc.json + one safetensors file per rate point (python -m pillow_diffcodec.training.cdc)",
@@ -86,10 +93,11 @@ DEFAULT_MODEL = "builtin"
 # to decode its files).
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
 # "builtin-latent" is an unconditional latent diffusion model (issue 20: an f8 autoencoder and a DDPM on
-# its latents), the offline model of the latent codecs.
+# its latents), the offline model of the latent codecs. "builtin-fldc" is the FLDC codec's default (issue
+# 22: P_phi and a hyperprior trained on this machine's CPU on top of the frozen "builtin-latent").
 BUILTIN_MODELS = {
     name: Path(__file__).parent / name
-    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-latent")
+    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-latent", "builtin-fldc")
 }
 # (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
 RETIRED_BUILTINS = {
@@ -119,26 +127,31 @@ MODEL_ALIASES = {
     "sd14": "CompVis/stable-diffusion-v1-4",
 }
 MODEL_CACHE_SIZE = 4
-_cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel | FLDCModel] = OrderedDict()
 _cache_lock = threading.RLock()
 
 __all__ = [
-    "LAYOUTS", "CDCModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
+    "LAYOUTS", "CDCModel", "DiffusionModel", "FLDCModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
     "condition", "kind_of", "load_model", "locate", "pixels_per_position", "reference_for_file", "resolve_device",
     "resolve_dtype",
 ]
-Model = DiffusionModel | CDCModel
+Model = DiffusionModel | CDCModel | FLDCModel
+KIND_EXAMPLES = {"cdc": "a CDC model (e.g. 'builtin-cdc')", "fldc": "an FLDC model (e.g. 'builtin-fldc')",
+                 "diffusion": "a diffusion model (e.g. 'builtin')"}
 
 
 def kind_of(model: object) -> str:
-    """The kind of a loaded model: "cdc" for a CDC model, "diffusion" for any other (a DiffusionModel)."""
-    return "cdc" if isinstance(model, CDCModel) else "diffusion"
+    """The kind of a loaded model: "cdc" for a CDC model, "fldc" for an FLDC model (P_phi and a hyperprior on
+    a frozen latent diffusion model), "diffusion" for any other (a DiffusionModel)."""
+    if isinstance(model, CDCModel):
+        return "cdc"
+    return "fldc" if isinstance(model, FLDCModel) else "diffusion"
 
 
 def check_kind(model: object, kind: str, codec: str) -> None:
     """InvalidParameterError unless ``model`` is of the ``kind`` codec ``codec`` runs on."""
     if kind_of(model) != kind:
-        wanted = "a CDC model (e.g. 'builtin-cdc')" if kind == "cdc" else "a diffusion model (e.g. 'builtin')"
+        wanted = KIND_EXAMPLES.get(kind, kind)
         raise InvalidParameterError(
             f"Codec {codec} needs {wanted}; model {getattr(model, 'name', model)!r} is a {kind_of(model)} model")
 
@@ -209,6 +222,8 @@ def pixels_per_position(reference: str | Path | Model | None) -> int:
         return int(getattr(reference, "vae_factor", 1)) ** 2
     try:
         _, directory = locate(DEFAULT_MODEL if reference is None else reference)
+        if is_fldc_folder(directory):  # an FLDC model runs on its base latent model's positions
+            _, directory = locate(base_reference(directory))
     except ModelNotFoundError:
         return 1
     return vae_factor_of(directory) ** 2
