@@ -20,6 +20,7 @@ from pillow_diffcodec.codecs.fldc import runner as fldc
 from pillow_diffcodec.codecs.fldc.format import MAX_DECODE_STEPS, FLDCParams, Gamma, decode_steps
 from pillow_diffcodec.codecs.fldc.model import write_model
 from pillow_diffcodec.codecs.fldc.network import FLDCArchitecture, FLDCNetwork
+from pillow_diffcodec.compute import pinned_compute
 from pillow_diffcodec.errors import (
     CorruptFileError,
     DiffCodecError,
@@ -129,7 +130,8 @@ def test_the_stored_gamma_and_t_are_used(coded, model, photo) -> None:
     gamma = Gamma.from_bytes(payload[:side], channels)
     assert gamma.lam == 16.0 and 0 < gamma.t < 1 and gamma.steps == decode_steps(gamma.t) >= 1
     params = FLDCParams(16.0)
-    plain = fldc.decode(model, params, 0, *photo.size, payload)
+    with pinned_compute(1):  # as the API decodes: the codec maths on one thread (the encoder's pixels)
+        plain = fldc.decode(model, params, 0, *photo.size, payload)
     assert plain.numpy().tobytes() == np.asarray(coded.reconstruction).transpose(2, 0, 1).tobytes()
     calls = []
     fldc.decode(model, params, 0, *photo.size, payload, lambda done, total: calls.append(total))
