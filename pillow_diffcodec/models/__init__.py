@@ -11,7 +11,8 @@ A reference resolves, in order, to:
    ``local_files_only``.
 
 Two kinds of model exist (:func:`kind_of`): diffusion models (:class:`.base.DiffusionModel`, for DDCM and
-PSC) and CDC models (:class:`.cdc.CDCModel`: a learned transform, hyperprior and conditional decoder);
+PSC), CDC models (:class:`.cdc.CDCModel`: a learned transform, hyperprior and conditional decoder) and
+CorrDiff models (:class:`~pillow_diffcodec.codecs.corrdiff.model.CorrDiffModel`: a CDC model plus an end-to-end decoder);
 each codec names the kind it runs on in the codec registry.
 
 Files store a path-independent name for (2) and (4) and the absolute directory for (3). Loaded models
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 
 from ..codecs.cdc.model import CDCModel, is_cdc_folder
+from ..codecs.corrdiff.model import CorrDiffModel, is_corrdiff_folder
 from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError
 from .base import DiffusionModel, resolve_device, resolve_dtype
@@ -49,6 +51,12 @@ class ModelLayout:
 
 
 LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has unet/ and scheduler/
+    ModelLayout(
+        kind="CorrDiff model",
+        expects="corrdiff.json + safetensors files per rate point (python -m pillow_diffcodec.training.corrdiff)",
+        recognises=is_corrdiff_folder,
+        load=CorrDiffModel.from_directory,
+    ),
     ModelLayout(
         kind="CDC model",
         expects="cdc.json + one safetensors file per rate point (python -m pillow_diffcodec.training.cdc)",
@@ -85,11 +93,12 @@ DEFAULT_MODEL = "builtin"
 # preview "builtin-f2" (issue 11) left the package in issue 19: no default used it (docs/FORMAT.md says how
 # to decode its files).
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
+# "builtin-corrdiff" is the CorrDiff codec's default (issue 21: builtin-cdc's rate points with a trained D).
 # "builtin-latent" is an unconditional latent diffusion model (issue 20: an f8 autoencoder and a DDPM on
 # its latents), the offline model of the latent codecs.
 BUILTIN_MODELS = {
     name: Path(__file__).parent / name
-    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-latent")
+    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-corrdiff", "builtin-latent")
 }
 # (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
 RETIRED_BUILTINS = {
@@ -123,22 +132,26 @@ _cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel] = OrderedDi
 _cache_lock = threading.RLock()
 
 __all__ = [
-    "LAYOUTS", "CDCModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
+    "LAYOUTS", "CDCModel", "CorrDiffModel", "DiffusionModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
     "condition", "kind_of", "load_model", "locate", "pixels_per_position", "reference_for_file", "resolve_device",
     "resolve_dtype",
 ]
-Model = DiffusionModel | CDCModel
+Model = DiffusionModel | CDCModel  # CorrDiffModel is a CDCModel
 
 
 def kind_of(model: object) -> str:
-    """The kind of a loaded model: "cdc" for a CDC model, "diffusion" for any other (a DiffusionModel)."""
+    """The kind of a loaded model: "corrdiff" for a CorrDiff model, "cdc" for a CDC model, "diffusion" for any
+    other (a DiffusionModel)."""
+    if isinstance(model, CorrDiffModel):  # before CDCModel, its base class
+        return "corrdiff"
     return "cdc" if isinstance(model, CDCModel) else "diffusion"
 
 
 def check_kind(model: object, kind: str, codec: str) -> None:
     """InvalidParameterError unless ``model`` is of the ``kind`` codec ``codec`` runs on."""
     if kind_of(model) != kind:
-        wanted = "a CDC model (e.g. 'builtin-cdc')" if kind == "cdc" else "a diffusion model (e.g. 'builtin')"
+        wanted = {"cdc": "a CDC model (e.g. 'builtin-cdc')", "corrdiff": "a CorrDiff model (e.g. 'builtin-corrdiff')"
+                  }.get(kind, "a diffusion model (e.g. 'builtin')")
         raise InvalidParameterError(
             f"Codec {codec} needs {wanted}; model {getattr(model, 'name', model)!r} is a {kind_of(model)} model")
 
