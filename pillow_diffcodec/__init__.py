@@ -13,6 +13,7 @@ from typing import Any
 
 from . import limits
 from .codecs.cdc.format import CDCParams
+from .codecs.corrdiff.format import CorrDiffParams
 from .codecs.ddcm.format import DDCMParams
 from .codecs.psc.format import PSCParams
 from .errors import (
@@ -58,6 +59,7 @@ _LAZY = {
 __all__ = [
     "CDCParams",
     "ComputeMismatchError",
+    "CorrDiffParams",
     "CorruptFileError",
     "DDCMParams",
     "DivergenceError",
