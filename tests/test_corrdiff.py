@@ -296,3 +296,18 @@ def test_decoder_phase_trains_only_d() -> None:
     optimiser.step()
     changed = {k for k, v in network.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("e2e.") for k in changed)
+
+
+def test_command_line_encodes_and_decodes_with_the_options(crd_dir, photo, tmp_path) -> None:
+    from pillow_diffcodec.cli import main
+
+    photo.save(tmp_path / "in.png")
+    assert main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.crd"), "--codec", "CORRDIFF",
+                 "--model", str(crd_dir), "--rate-point", "1", "--steps", "3", "--metric", "mse"]) == 0
+    data = (tmp_path / "x.crd").read_bytes()
+    assert pdc.info(data)["params"] == {"rate_point": 1, "steps": 3, "metric": "mse"}
+    for flags, options in (([], {}), (["--no-correction"], {"correction": False}), (["--e2e"], {"e2e": True})):
+        out = tmp_path / f"out{len(flags)}{''.join(flags)}.png"
+        assert main(["decode", str(tmp_path / "x.crd"), "-o", str(out), *flags]) == 0
+        with Image.open(out) as decoded:
+            assert np.array_equal(np.asarray(decoded), np.asarray(pdc.decode(data, **options)))
