@@ -311,3 +311,28 @@ def test_command_line_encodes_and_decodes_with_the_options(crd_dir, photo, tmp_p
         assert main(["decode", str(tmp_path / "x.crd"), "-o", str(out), *flags]) == 0
         with Image.open(out) as decoded:
             assert np.array_equal(np.asarray(decoded), np.asarray(pdc.decode(data, **options)))
+
+
+def test_builtin_corrdiff_shares_builtin_cdcs_networks(photo) -> None:
+    """builtin-corrdiff = builtin-cdc's rate points (E, hyperprior, mu_theta, tables: the same files) + a trained D
+    each; its latent payload is CDC's, byte for byte, and its files decode to the encoder's reconstruction."""
+    from pillow_diffcodec.models import BUILTIN_MODELS
+
+    ours, base = load_model("builtin-corrdiff"), load_model("builtin-cdc")
+    assert [p.name for p in ours.rate_points] == [p.name for p in base.rate_points]
+    assert (BUILTIN_MODELS["builtin-corrdiff"] / "MODEL_CARD.md").is_file()
+    for point, a, b in zip(ours.rate_points, ours.networks, base.networks):
+        assert point.weights[0] == f"../builtin-cdc/{point.name}.safetensors"
+        assert (BUILTIN_MODELS["builtin-corrdiff"] / point.weights[1]).stat().st_size < 2 * 2**20
+        for name, tensor in b.state_dict().items():
+            assert torch.equal(a.state_dict()[name], tensor), name
+        assert np.array_equal(a.entropy_tables().y_freq, b.entropy_tables().y_freq)
+    small = photo.crop((0, 0, 32, 32))
+    result = pdc.encode_images([small], codec="CORRDIFF", rate_point=1, steps=2)[0]
+    assert np.array_equal(np.asarray(pdc.decode(result.data)), np.asarray(result.reconstruction))
+    cdc_data = pdc.encode(small, codec="CDC", rate_point=1)
+
+    def payload(data: bytes) -> bytes:
+        return data[len(data) - 4 - pdc.info(data)["payload_bytes"]: -4]
+
+    assert payload(result.data)[4:] == payload(cdc_data)
