@@ -13,6 +13,7 @@ from typing import Any
 
 from . import limits
 from .codecs.cdc.format import CDCParams
+from .codecs.corrdiff.format import CorrDiffParams
 from .codecs.ddcm.format import DDCMParams
 from .codecs.fldc.format import FLDCParams
 from .codecs.psc.format import PSCParams
@@ -59,6 +60,7 @@ _LAZY = {
 __all__ = [
     "CDCParams",
     "ComputeMismatchError",
+    "CorrDiffParams",
     "FLDCParams",
     "CorruptFileError",
     "DDCMParams",

@@ -1,10 +1,10 @@
 """A learned transform with a mean-scale hyperprior, and its portable entropy coding.
 
-The shared core of the trained codecs (CDC now, CorrDiff later):
+The shared core of the trained codecs (CDC, CorrDiff):
 
 * :class:`AnalysisTransform`: a ResNet-style encoder ``y = g_a(x)`` with four stride-2 stages (1/16
   resolution), as the analysis transforms of Balle et al. 2018 and Minnen et al. 2018 but with residual
-  blocks instead of GDN.
+  blocks instead of GDN; :class:`SynthesisTransform` is its mirror ``x = g_s(y_hat)`` (CorrDiff's end-to-end decoder).
 * :class:`MeanScaleHyperprior`: Minnen, Balle, Toderici, "Joint autoregressive and hierarchical priors
   for learned image compression" (NeurIPS 2018), without the autoregressive context: a hyper-latent
   ``z = h_a(y)`` with a factorised prior, and ``(mu, sigma) = h_s(z_hat)`` parameterising a Gaussian for
@@ -77,6 +77,23 @@ class AnalysisTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class SynthesisTransform(nn.Module):
+    """``g_s``: latent ``y_hat`` (B, latent, H/16, W/16) -> image (B, 3, H, W), the mirror of :class:`AnalysisTransform`
+    (four 2x up-samplings by 3x3 convolution + pixel shuffle, residual blocks between). CorrDiff's end-to-end
+    decoder D."""
+
+    def __init__(self, width: int, latent: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(latent, 4 * width, 3, padding=1), nn.PixelShuffle(2)]
+        for _ in range(2):
+            layers += [ResBlock(width), nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2)]
+        layers += [ResBlock(width), nn.Conv2d(width, 4 * 3, 3, padding=1), nn.PixelShuffle(2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.net(y_hat)
 
 
 class FactorizedPrior(nn.Module):

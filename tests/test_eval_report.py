@@ -194,7 +194,7 @@ def test_rerun_adds_no_rows_and_cli_runs_several_codecs(multi_run, model_dir, ca
 def test_suites_find_their_images(tmp_path, capsys):
     quick = SUITES["quick"]
     assert quick.dataset(None) == str(SAMPLE) and SAMPLE.is_dir()
-    assert quick.codecs == ["DDCM", "PSC", "CDC"] and len(quick.quality) == 2
+    assert quick.codecs == ["DDCM", "PSC", "CDC", "CORRDIFF", "FLDC"] and len(quick.quality) == 2
     assert SUITES["kodak"].dataset(str(tmp_path)) == str(tmp_path)
     assert main(["eval", str(tmp_path / "none"), "--suite", "kodak", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

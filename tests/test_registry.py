@@ -16,16 +16,19 @@ from pillow_diffcodec.plugin import IMAGE_FILES
 
 from .conftest import tiny_model
 from .test_cdc import tiny_cdc_folder
+from .test_corrdiff import tiny_corrdiff_folder
 from .test_fldc import tiny_fldc_folder
 from .test_psc import TINY
 
-PARAMS = {"DDCM": dict(steps=3, codebook_size=16), "PSC": TINY, "CDC": dict(rate_point=1), "FLDC": dict(lam=16.0)}
+PARAMS = {"DDCM": dict(steps=3, codebook_size=16), "PSC": TINY, "CDC": dict(rate_point=1),
+          "CORRDIFF": dict(rate_point=1, steps=3), "FLDC": dict(lam=16.0)}
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, object]:
     pixel = tiny_model()
     return {"DDCM": pixel, "PSC": pixel, "CDC": load_model(str(tiny_cdc_folder(tmp_path_factory.mktemp("cdc") / "m"))),
+            "CORRDIFF": load_model(str(tiny_corrdiff_folder(tmp_path_factory.mktemp("corrdiff") / "m"))),
             "FLDC": load_model(str(tiny_fldc_folder(tmp_path_factory.mktemp("fldc"))))}
 
 
@@ -63,7 +66,7 @@ def test_generation_and_progressive_decoding_only_where_declared(name, models) -
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_each_codec_has_its_params_class_and_image_file_class_at_known_names(name, models, photo) -> None:
     entry = codec_by_name(name)
-    assert getattr(pdc, entry.params.__name__) is entry.params  # pillow_diffcodec.DDCMParams, ..., FLDCParams
+    assert getattr(pdc, entry.params.__name__) is entry.params  # pillow_diffcodec.DDCMParams, ..., CorrDiffParams, FLDCParams
     data = pdc.encode(photo.crop((0, 0, 16, 16)), codec=name, model=models[name], **PARAMS[name])
     with Image.open(io.BytesIO(data)) as image:
         assert type(image) is IMAGE_FILES[name] and type(image).__name__ == f"{name.title()}ImageFile"

@@ -1,7 +1,7 @@
 """Codec registry: the single source of truth for codec names, numeric file ids and Pillow formats.
 
 Ids are explicit numbers written into every file and never derived from registration order.
-2 is PSC, 3 CDC, 5 FLDC (foundation latent diffusion). Reserved for the codec that follows: 4 CorrDiff.
+2 is PSC, 3 CDC, 4 CorrDiff, 5 FLDC (foundation latent diffusion).
 Each codec is one folder (``codecs/<name>/``: a torch-free ``format`` module and a ``runner``, see
 :mod:`.base`). Each entry names its parameter class (enough to read a header) and the runner module
 (:class:`~.base.Codec`), imported only when something is encoded or decoded, the kind of model it runs
@@ -20,6 +20,7 @@ from ..errors import InvalidParameterError, UnknownCodecError, UnsupportedVersio
 from ..options import Option, params_options
 from .base import Codec, CodecParams, ConditionalCodec, GeneratingCodec
 from .cdc.format import CDC_DECODE_OPTIONS, CDCParams
+from .corrdiff.format import CORRDIFF_DECODE_OPTIONS, CorrDiffParams
 from .ddcm.format import DDCMParams
 from .fldc.format import FLDCParams
 from .psc.format import PSC_DECODE_OPTIONS, PSCParams
@@ -45,7 +46,7 @@ class CodecEntry:
     # generate_guided (see base.ConditionalCodec); None: the codec codes given images only
     conditional: str | None = None
     progressive: bool = False  # any prefix of the payload decodes (to a coarser image)
-    model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel), "cdc" (a CDC model) or "fldc" (an FLDC model)
+    model_kind: str = "diffusion"  # "diffusion" (a DiffusionModel), "cdc", "corrdiff" or "fldc" (their models)
     default_model: str = "builtin"
     # Intra-op CPU threads the codec's maths run on, so that every decode of a file gives the encoder's
     # pixels whatever the caller's thread count (see pillow_diffcodec.compute); None: the codec pins its
@@ -122,6 +123,18 @@ CODECS: tuple[CodecEntry, ...] = (
         decode_options=CDC_DECODE_OPTIONS,
         model_kind="cdc",
         default_model="builtin-cdc",
+    ),
+    CodecEntry(
+        name="CORRDIFF",
+        codec_id=4,
+        params=CorrDiffParams,
+        module="pillow_diffcodec.codecs.corrdiff.runner",
+        extensions=(".crd",),
+        mime="image/x-corrdiff",
+        description="Conditional diffusion decoder corrected by a privileged end-to-end decoder (CorrDiff)",
+        decode_options=CORRDIFF_DECODE_OPTIONS,
+        model_kind="corrdiff",
+        default_model="builtin-corrdiff",
     ),
     CodecEntry(
         name="FLDC",

@@ -11,7 +11,8 @@ A reference resolves, in order, to:
    ``local_files_only``.
 
 Two kinds of model exist (:func:`kind_of`): diffusion models (:class:`.base.DiffusionModel`, for DDCM and
-PSC) and CDC models (:class:`.cdc.CDCModel`: a learned transform, hyperprior and conditional decoder);
+PSC), CDC models (:class:`.cdc.CDCModel`: a learned transform, hyperprior and conditional decoder) and
+CorrDiff models (:class:`~pillow_diffcodec.codecs.corrdiff.model.CorrDiffModel`: a CDC model plus an end-to-end decoder);
 each codec names the kind it runs on in the codec registry.
 
 Files store a path-independent name for (2) and (4) and the absolute directory for (3). Loaded models
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 
 from ..codecs.cdc.model import CDCModel, is_cdc_folder
+from ..codecs.corrdiff.model import CorrDiffModel, is_corrdiff_folder
 from ..codecs.fldc.model import FLDCModel, base_reference, is_fldc_folder
 from ..conditioning import TextConditioning
 from ..errors import InvalidParameterError, ModelNotFoundError
@@ -50,6 +52,12 @@ class ModelLayout:
 
 
 LAYOUTS: tuple[ModelLayout, ...] = (  # first match wins: an SD folder also has unet/ and scheduler/
+    ModelLayout(
+        kind="CorrDiff model",
+        expects="corrdiff.json + safetensors files per rate point (python -m pillow_diffcodec.training.corrdiff)",
+        recognises=is_corrdiff_folder,
+        load=CorrDiffModel.from_directory,
+    ),
     ModelLayout(
         kind="FLDC model",
         expects="fldc.json naming its base latent model + fldc.safetensors (python -m pillow_diffcodec.training.fldc)",
@@ -92,12 +100,13 @@ DEFAULT_MODEL = "builtin"
 # preview "builtin-f2" (issue 11) left the package in issue 19: no default used it (docs/FORMAT.md says how
 # to decode its files).
 # "builtin-cdc" is the CDC codec's default (issue 14: two rate points trained on this machine's CPU).
+# "builtin-corrdiff" is the CorrDiff codec's default (issue 21: builtin-cdc's rate points with a trained D).
 # "builtin-latent" is an unconditional latent diffusion model (issue 20: an f8 autoencoder and a DDPM on
 # its latents), the offline model of the latent codecs. "builtin-fldc" is the FLDC codec's default (issue
 # 22: P_phi and a hyperprior trained on this machine's CPU on top of the frozen "builtin-latent").
 BUILTIN_MODELS = {
     name: Path(__file__).parent / name
-    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-latent", "builtin-fldc")
+    for name in ("builtin", "builtin-v1", "builtin-v2", "builtin-cdc", "builtin-corrdiff", "builtin-latent", "builtin-fldc")
 }
 # (name stored in a file, fingerprint) of built-in models that were replaced -> the folder that holds them now
 RETIRED_BUILTINS = {
@@ -131,18 +140,20 @@ _cache: OrderedDict[tuple[str, str, str], DiffusionModel | CDCModel | FLDCModel]
 _cache_lock = threading.RLock()
 
 __all__ = [
-    "LAYOUTS", "CDCModel", "DiffusionModel", "FLDCModel", "LatentDiffusionModel", "PixelDiffusionModel", "available_models", "clear_model_cache",
-    "condition", "kind_of", "load_model", "locate", "pixels_per_position", "reference_for_file", "resolve_device",
-    "resolve_dtype",
+    "LAYOUTS", "CDCModel", "CorrDiffModel", "DiffusionModel", "FLDCModel", "LatentDiffusionModel", "PixelDiffusionModel",
+    "available_models", "clear_model_cache", "condition", "kind_of", "load_model", "locate", "pixels_per_position",
+    "reference_for_file", "resolve_device", "resolve_dtype",
 ]
-Model = DiffusionModel | CDCModel | FLDCModel
-KIND_EXAMPLES = {"cdc": "a CDC model (e.g. 'builtin-cdc')", "fldc": "an FLDC model (e.g. 'builtin-fldc')",
-                 "diffusion": "a diffusion model (e.g. 'builtin')"}
+Model = DiffusionModel | CDCModel | FLDCModel  # CorrDiffModel is a CDCModel
+KIND_EXAMPLES = {"cdc": "a CDC model (e.g. 'builtin-cdc')", "corrdiff": "a CorrDiff model (e.g. 'builtin-corrdiff')",
+                 "fldc": "an FLDC model (e.g. 'builtin-fldc')", "diffusion": "a diffusion model (e.g. 'builtin')"}
 
 
 def kind_of(model: object) -> str:
-    """The kind of a loaded model: "cdc" for a CDC model, "fldc" for an FLDC model (P_phi and a hyperprior on
-    a frozen latent diffusion model), "diffusion" for any other (a DiffusionModel)."""
+    """The kind of a loaded model: "corrdiff" for a CorrDiff model, "cdc" for a CDC model, "fldc" for an FLDC
+    model (P_phi and a hyperprior on a frozen latent diffusion model), "diffusion" for any other."""
+    if isinstance(model, CorrDiffModel):  # before CDCModel, its base class
+        return "corrdiff"
     if isinstance(model, CDCModel):
         return "cdc"
     return "fldc" if isinstance(model, FLDCModel) else "diffusion"
