@@ -329,6 +329,23 @@ class EntropyTables:
         return out.reshape(indices.shape)
 
 
+TABLE_PREFIX = "tables."  # exported weights files hold the integer tables under this prefix
+
+
+def export_with_tables(network: nn.Module, tables: EntropyTables) -> dict[str, torch.Tensor]:
+    """A network's weights as float16 (the model *is* the rounded weights) and its integer tables, flat: what a
+    CDC, CorrDiff or FLDC weights file holds."""
+    state = {k: v.detach().half().contiguous() for k, v in network.state_dict().items()}
+    return {**state, **{TABLE_PREFIX + k: v for k, v in tables.tensors().items()}}
+
+
+def load_with_tables(network: nn.Module, state: dict[str, torch.Tensor]) -> EntropyTables:
+    """Load :func:`export_with_tables`'s ``state`` into ``network`` (weights back to its dtype); its tables."""
+    tables = {k.removeprefix(TABLE_PREFIX): v for k, v in state.items() if k.startswith(TABLE_PREFIX)}
+    network.load_state_dict({k: v for k, v in state.items() if not k.startswith(TABLE_PREFIX)})
+    return EntropyTables.from_tensors(tables)
+
+
 def _decode(decoder: constriction.stream.queue.RangeDecoder, model: constriction.stream.model.Categorical,
             count: int) -> np.ndarray:
     """``count`` symbols, turning constriction's panics on a damaged stream into CorruptFileError."""

@@ -26,11 +26,10 @@ import torch
 from torch import nn
 
 from ...errors import InvalidParameterError, ModelNotFoundError
-from ...learned_transform import EntropyTables, LearnedTransform
+from ...learned_transform import EntropyTables, LearnedTransform, export_with_tables, load_with_tables
 from .decoder import ConditionalUNet
 
 CDC_CONFIG = "cdc.json"
-TABLE_PREFIX = "tables."
 
 
 @dataclass(frozen=True)
@@ -70,15 +69,11 @@ class CDCNetwork(nn.Module):
         return self.tables or self.update_tables()
 
     def export_state(self) -> dict[str, torch.Tensor]:
-        """Weights (stored as float16: half the size; the model *is* the rounded weights) and tables, flat."""
-        tables = self.entropy_tables()
-        state = {k: v.detach().half().contiguous() for k, v in self.state_dict().items()}
-        return {**state, **{TABLE_PREFIX + k: v for k, v in tables.tensors().items()}}
+        """Float16 weights and the integer tables, flat (:func:`~pillow_diffcodec.learned_transform.export_with_tables`)."""
+        return export_with_tables(self, self.entropy_tables())
 
     def load_export(self, state: dict[str, torch.Tensor]) -> None:
-        tables = {k.removeprefix(TABLE_PREFIX): v for k, v in state.items() if k.startswith(TABLE_PREFIX)}
-        self.load_state_dict({k: v for k, v in state.items() if not k.startswith(TABLE_PREFIX)})
-        self.tables = EntropyTables.from_tensors(tables)
+        self.tables = load_with_tables(self, state)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ...codebook import codewords
 from ...errors import CorruptFileError, DivergenceError, InvalidParameterError, RateFallbackWarning
+from ...learned_transform import EntropyTables, MeanScaleHyperprior
 from ...models import check_kind
 from ...options import rate_target
 from ..base import Progress
@@ -149,12 +150,14 @@ def _synthesise(network: CDCNetwork, y_hat: torch.Tensor, seed: int, gamma: floa
 
 
 @torch.no_grad()
-def encode_latent(network: CDCNetwork, x: torch.Tensor) -> tuple[bytes, torch.Tensor, np.ndarray, np.ndarray]:
-    """Code one padded image (1, 3, H, W): (payload, y_hat, z symbols, y symbols)."""
-    tables = network.entropy_tables()
-    y = network.transform.g_a(x)
-    z_sym = tables.clamp_z(torch.round(network.transform.hyperprior.h_a(y)))
-    mean, scale = network.transform.hyperprior.params(z_sym)
+def code_with_hyperprior(
+    tables: EntropyTables, hyperprior: MeanScaleHyperprior, y: torch.Tensor
+) -> tuple[Payload, torch.Tensor, np.ndarray, np.ndarray]:
+    """Quantise a latent (1, C, h, w) around the mean-scale hyperprior's means and range-code it with the
+    integer tables (Minnen et al. 2018): (the two streams with their CRCs, y_hat, z symbols, y symbols).
+    CDC, CorrDiff and FLDC code their latents with it."""
+    z_sym = tables.clamp_z(torch.round(hyperprior.h_a(y)))
+    mean, scale = hyperprior.params(z_sym)
     indices = tables.scale_indices(scale)
     y_sym = tables.clamp_y(torch.round(y - mean), indices)
     z_np = z_sym[0].cpu().numpy().astype(np.int64)
@@ -162,35 +165,52 @@ def encode_latent(network: CDCNetwork, x: torch.Tensor) -> tuple[bytes, torch.Te
     z_enc, y_enc = constriction.stream.queue.RangeEncoder(), constriction.stream.queue.RangeEncoder()
     tables.encode_z(z_enc, z_np)
     tables.encode_y(y_enc, y_np, indices[0].cpu().numpy())
-    payload = Payload(crc(z_np), crc(y_np), z_enc.get_compressed().astype("<u4").tobytes(),
+    streams = Payload(crc(z_np), crc(y_np), z_enc.get_compressed().astype("<u4").tobytes(),
                       y_enc.get_compressed().astype("<u4").tobytes())
-    return payload.to_bytes(), mean + y_sym, z_np, y_np
+    return streams, mean + y_sym, z_np, y_np
+
+
+@torch.no_grad()
+def decode_with_hyperprior(
+    tables: EntropyTables, hyperprior: MeanScaleHyperprior, streams: Payload, z_shape: tuple[int, int, int],
+    device: torch.device, codec: str,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The inverse of :func:`code_with_hyperprior`: (y_hat, z symbols, y symbols), checking both CRCs
+    (CorruptFileError for the side stream; DivergenceError for the latent, whose scale indices this machine
+    recomputes)."""
+    z_np = tables.decode_z(_decoder(streams.z_words), z_shape)
+    if crc(z_np) != streams.z_crc:
+        raise CorruptFileError(f"{codec} hyper-latent checksum mismatch: the z stream is damaged")
+    z_sym = torch.as_tensor(z_np, dtype=torch.float32, device=device)[None]
+    mean, scale = hyperprior.params(z_sym)
+    indices = tables.scale_indices(scale)
+    y_np = tables.decode_y(_decoder(streams.y_words), indices[0].cpu().numpy())
+    if crc(y_np) != streams.y_crc:
+        raise DivergenceError(
+            f"{codec} latent checksum mismatch: the y stream is damaged, or this machine's entropy model (scale "
+            "indices from the hyperprior) differs from the encoder's; no image is returned")
+    return mean + torch.as_tensor(y_np, dtype=torch.float32, device=device)[None], z_np, y_np
+
+
+@torch.no_grad()
+def encode_latent(network: CDCNetwork, x: torch.Tensor) -> tuple[bytes, torch.Tensor, np.ndarray, np.ndarray]:
+    """Code one padded image (1, 3, H, W): (payload, y_hat, z symbols, y symbols)."""
+    hyperprior = network.transform.hyperprior
+    streams, y_hat, z_np, y_np = code_with_hyperprior(network.entropy_tables(), hyperprior, network.transform.g_a(x))
+    return streams.to_bytes(), y_hat, z_np, y_np
 
 
 @torch.no_grad()
 def decode_latent(network: CDCNetwork, payload: bytes, width: int, height: int) -> tuple[torch.Tensor, np.ndarray,
                                                                                            np.ndarray]:
     """Decode the latent of a payload: (y_hat, z symbols, y symbols); checks both CRCs."""
-    tables = network.entropy_tables()
     arch = network.arch
     y_count, z_count = symbol_counts(arch.latent, arch.hyper, width, height)
     parsed = Payload.from_bytes(payload, worst_case_payload(y_count, z_count) // 4)
     pw, ph = padded(width, height)
     z_shape = (arch.hyper, ph // HYPER_STRIDE, pw // HYPER_STRIDE)
-    z_np = tables.decode_z(_decoder(parsed.z_words), z_shape)
-    if crc(z_np) != parsed.z_crc:
-        raise CorruptFileError("CDC hyper-latent checksum mismatch: the z stream is damaged")
     device = next(network.parameters()).device
-    z_sym = torch.as_tensor(z_np, dtype=torch.float32, device=device)[None]
-    mean, scale = network.transform.hyperprior.params(z_sym)
-    indices = tables.scale_indices(scale)
-    y_np = tables.decode_y(_decoder(parsed.y_words), indices[0].cpu().numpy())
-    if crc(y_np) != parsed.y_crc:
-        raise DivergenceError(
-            "CDC latent checksum mismatch: the y stream is damaged, or this machine's entropy model (scale indices "
-            "from the hyperprior) differs from the encoder's; no image is returned")
-    y_hat = mean + torch.as_tensor(y_np, dtype=torch.float32, device=device)[None]
-    return y_hat, z_np, y_np
+    return decode_with_hyperprior(network.entropy_tables(), network.transform.hyperprior, parsed, z_shape, device, "CDC")
 
 
 def _decoder(words: bytes) -> constriction.stream.queue.RangeDecoder:

@@ -26,7 +26,7 @@ import torch
 
 from ...errors import InvalidParameterError, ModelNotFoundError
 from ...learned_transform import SynthesisTransform
-from ..cdc.model import TABLE_PREFIX, CDCArchitecture, CDCModel, CDCNetwork
+from ..cdc.model import CDCArchitecture, CDCModel, CDCNetwork
 
 CORRDIFF_CONFIG = "corrdiff.json"
 E2E_PREFIX = "e2e."
@@ -151,5 +151,5 @@ class CorrDiffModel(CDCModel):
         return cls(name, arch, points, networks, digest.digest(), device, dtype)  # type: ignore[arg-type]
 
 
-__all__ = ["CORRDIFF_CONFIG", "TABLE_PREFIX", "CorrDiffArchitecture", "CorrDiffModel", "CorrDiffNetwork", "RatePoint",
+__all__ = ["CORRDIFF_CONFIG", "CorrDiffArchitecture", "CorrDiffModel", "CorrDiffNetwork", "RatePoint",
            "is_corrdiff_folder", "read_config", "write_rate_point"]

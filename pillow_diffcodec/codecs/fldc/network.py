@@ -30,9 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...learned_transform import EntropyTables, MeanScaleHyperprior, gaussian_likelihood
+from ...learned_transform import (
+    EntropyTables,
+    MeanScaleHyperprior,
+    export_with_tables,
+    gaussian_likelihood,
+    load_with_tables,
+)
 
-TABLE_PREFIX = "tables."
 LOG_SCALE_OFFSET = math.log(2.0)  # at initialisation the quantiser's step is 1/2 of a latent unit
 TIME_LOGIT_OFFSET = -3.0  # at initialisation t is sigmoid(-3) = 4.7 % of the schedule
 
@@ -127,15 +132,11 @@ class FLDCNetwork(nn.Module):
         return z_hat, bits
 
     def export_state(self) -> dict[str, torch.Tensor]:
-        """Weights as float16 (the model *is* the rounded weights) and the integer tables, flat."""
-        tables = self.entropy_tables()
-        state = {k: v.detach().half().contiguous() for k, v in self.state_dict().items()}
-        return {**state, **{TABLE_PREFIX + k: v for k, v in tables.tensors().items()}}
+        """Float16 weights and the integer tables, flat (:func:`~pillow_diffcodec.learned_transform.export_with_tables`)."""
+        return export_with_tables(self, self.entropy_tables())
 
     def load_export(self, state: dict[str, torch.Tensor]) -> None:
-        tables = {k.removeprefix(TABLE_PREFIX): v for k, v in state.items() if k.startswith(TABLE_PREFIX)}
-        self.load_state_dict({k: v.float() for k, v in state.items() if not k.startswith(TABLE_PREFIX)})
-        self.tables = EntropyTables.from_tensors(tables)
+        self.tables = load_with_tables(self, state)
 
 
 # -- the frozen diffusion model at continuous time ---------------------------------------------------------

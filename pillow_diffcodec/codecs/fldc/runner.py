@@ -24,17 +24,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import constriction
 import numpy as np
 import torch
 
-from ...errors import CorruptFileError, DivergenceError, InvalidParameterError, RateFallbackWarning
+from ...errors import InvalidParameterError, RateFallbackWarning
 from ...models import check_kind
 from ...options import rate_target
 from ...schedule import ddim_step
 from ..base import Progress
-from ..cdc.format import Payload as StreamPayload
-from ..cdc.format import crc
+from ..cdc.runner import code_with_hyperprior, decode_with_hyperprior
 from .format import FLDCParams, Gamma, Payload, decode_steps, float32
 from .format import payload_bound as _payload_bound
 from .model import FLDCModel
@@ -110,20 +108,8 @@ def _gamma_tensors(gamma: Gamma, device: torch.device) -> tuple[torch.Tensor, to
 @torch.no_grad()
 def code_latent(network: FLDCNetwork, y: torch.Tensor, gamma: Gamma) -> tuple[bytes, np.ndarray, np.ndarray]:
     """Quantise ``T(y, gamma)`` and range-code it: (payload, hyper-latent symbols, latent symbols)."""
-    tables = network.entropy_tables()
-    hyper = network.hyperprior
     z = transform(y, *_gamma_tensors(gamma, y.device))
-    h_sym = tables.clamp_z(torch.round(hyper.h_a(z)))
-    mean, scale = hyper.params(h_sym)
-    indices = tables.scale_indices(scale)
-    z_sym = tables.clamp_y(torch.round(z - mean), indices)
-    h_np = h_sym[0].cpu().numpy().astype(np.int64)
-    z_np = z_sym[0].cpu().numpy().astype(np.int64)
-    h_enc, z_enc = constriction.stream.queue.RangeEncoder(), constriction.stream.queue.RangeEncoder()
-    tables.encode_z(h_enc, h_np)
-    tables.encode_y(z_enc, z_np, indices[0].cpu().numpy())
-    streams = StreamPayload(crc(h_np), crc(z_np), h_enc.get_compressed().astype("<u4").tobytes(),
-                            z_enc.get_compressed().astype("<u4").tobytes())
+    streams, _, h_np, z_np = code_with_hyperprior(network.entropy_tables(), network.hyperprior, z)
     return Payload(gamma, streams).to_bytes(), h_np, z_np
 
 
@@ -131,28 +117,13 @@ def code_latent(network: FLDCNetwork, y: torch.Tensor, gamma: Gamma) -> tuple[by
 def decode_latent(fldc: FLDCModel, payload: bytes, width: int, height: int) -> tuple[torch.Tensor, Gamma, np.ndarray]:
     """A payload -> (y_hat = T^-1(z_hat, gamma) (1, C, H', W'), gamma, latent symbols); checks both CRCs."""
     network = fldc.network
-    arch, tables = network.arch, network.entropy_tables()
+    arch = network.arch
     lw, lh = latent_size(fldc, width, height)
     parsed = Payload.from_bytes(payload, arch.latent, _payload_bound(arch.latent, arch.hyper, lw, lh) // 4)
-    streams = parsed.streams
-    h_np = tables.decode_z(_decoder(streams.z_words), (arch.hyper, lh // HYPER_MULTIPLE, lw // HYPER_MULTIPLE))
-    if crc(h_np) != streams.z_crc:
-        raise CorruptFileError("FLDC hyper-latent checksum mismatch: the side stream is damaged")
-    device = fldc.device
-    h_sym = torch.as_tensor(h_np, dtype=torch.float32, device=device)[None]
-    mean, scale = network.hyperprior.params(h_sym)
-    indices = tables.scale_indices(scale)
-    z_np = tables.decode_y(_decoder(streams.y_words), indices[0].cpu().numpy())
-    if crc(z_np) != streams.y_crc:
-        raise DivergenceError(
-            "FLDC latent checksum mismatch: the latent stream is damaged, or this machine's entropy model (scale "
-            "indices from the hyperprior) differs from the encoder's; no image is returned")
-    z_hat = mean + torch.as_tensor(z_np, dtype=torch.float32, device=device)[None]
-    return inverse_transform(z_hat, *_gamma_tensors(parsed.gamma, device)), parsed.gamma, z_np
-
-
-def _decoder(words: bytes) -> constriction.stream.queue.RangeDecoder:
-    return constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+    h_shape = (arch.hyper, lh // HYPER_MULTIPLE, lw // HYPER_MULTIPLE)
+    z_hat, _, z_np = decode_with_hyperprior(
+        network.entropy_tables(), network.hyperprior, parsed.streams, h_shape, fldc.device, "FLDC")
+    return inverse_transform(z_hat, *_gamma_tensors(parsed.gamma, fldc.device)), parsed.gamma, z_np
 
 
 @torch.inference_mode()
