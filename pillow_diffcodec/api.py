@@ -198,12 +198,13 @@ def encode_images(
     def header_size(candidate: CodecParams) -> int:
         return container.header_size(_header(entry, candidate, loaded, mode, size, seed, chunks))
 
-    codec_params = runner.choose_params(loaded, params, bpp, quality, header_size, *size)
     with _memory_guard("encoding", *size), _codec_compute(entry):
         if task is None:
-            coded = runner.encode_batch(loaded, codec_params, seed, [_to_pixels(p.coded, loaded) for p in prepared],
-                                        progress)
+            pixels = [_to_pixels(p.coded, loaded) for p in prepared]
+            codec_params = runner.choose_params(loaded, params, bpp, quality, header_size, *size, images=pixels)
+            coded = runner.encode_batch(loaded, codec_params, seed, pixels, progress)
         else:
+            codec_params = runner.choose_params(loaded, params, bpp, quality, header_size, *size)
             inputs = [restoration.measurements(p.coded, task, loaded.image_channels) for p in prepared]
             coded = entry.conditional_runner().restore_batch(
                 loaded, codec_params, seed, task, inputs, *size, perception=perception, measure=nr_measure,

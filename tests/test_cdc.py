@@ -119,21 +119,39 @@ def test_pillow_round_trip(cdc_dir, photo, tmp_path) -> None:
         assert opened.format == "CDC"
 
 
-def test_rate_control_picks_rate_points(cdc_model, photo) -> None:
+def test_rate_control_measures_each_rate_point_and_bpp_is_a_bound(cdc_model, photo) -> None:
     pixels = photo.width * photo.height
+    sizes = [8 * len(pdc.encode(photo, codec="CDC", model=cdc_model, rate_point=i)) / pixels for i in (0, 1)]
 
-    def chosen(**rate) -> int:
-        return pdc.info(pdc.encode(photo, codec="CDC", model=cdc_model, **rate))["params"]["rate_point"]
+    def coded(bpp: float) -> tuple[int, float]:
+        data = pdc.encode(photo, codec="CDC", model=cdc_model, bpp=bpp)
+        return pdc.info(data)["params"]["rate_point"], 8 * len(data) / pixels
 
-    header_bpp = 8 * 60 / pixels  # a generous bound of the header
-    assert chosen(bpp=0.9 + header_bpp + 0.5) == 1
-    assert chosen(bpp=0.3 + header_bpp + 0.1) == 0
-    with pytest.warns(RateFallbackWarning, match="below the lowest rate point"):
-        assert chosen(bpp=0.05) == 0
+    assert coded(max(sizes)) == (1, sizes[1])  # the highest point whose file fits
+    smallest = min((0, 1), key=sizes.__getitem__)
+    point, bpp = coded(min(sizes))
+    assert bpp <= min(sizes) and point in {smallest, 1}  # an upper bound: never the larger file
+    with pytest.warns(RateFallbackWarning, match="below every rate point"):
+        assert coded(0.9 * min(sizes)) == (smallest, sizes[smallest])  # none fits: the smallest file
     with pytest.raises(InvalidParameterError, match="rate_point 5"):
         pdc.encode(photo, codec="CDC", model=cdc_model, rate_point=5)
     with pytest.raises(InvalidParameterError, match="not both"):
         pdc.encode(photo, codec="CDC", model=cdc_model, rate_point=0, bpp=1.0)
+
+
+def test_rate_points_fall_back_on_typical_sizes_without_images(cdc_model, photo) -> None:
+    from pillow_diffcodec.codecs.cdc.runner import choose_params
+
+    pixels = photo.width * photo.height
+
+    def chosen(bpp: float) -> int:
+        return choose_params(cdc_model, {}, bpp, None, lambda _: 60, photo.width, photo.height).rate_point
+
+    header_bpp = 8 * 60 / pixels
+    assert chosen(0.9 + header_bpp + 0.01) == 1  # + 0.01: the payload is a whole number of bytes
+    assert chosen(0.3 + header_bpp + 0.01) == 0
+    with pytest.warns(RateFallbackWarning, match="typically gives"):
+        assert chosen(0.05) == 0
 
 
 def test_codecs_refuse_the_other_kind_of_model(cdc_model, model, photo) -> None:

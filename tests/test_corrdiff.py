@@ -170,17 +170,22 @@ def test_pillow_round_trip(crd_dir, photo, tmp_path) -> None:
         assert opened.format == "CORRDIFF"
 
 
-def test_rate_control_picks_rate_points(crd_model, photo) -> None:
+def test_rate_control_measures_each_rate_point_and_bpp_is_a_bound(crd_model, photo) -> None:
     pixels = photo.width * photo.height
+    sizes = [8 * len(pdc.encode(photo, codec="CORRDIFF", model=crd_model, rate_point=i, steps=2)) / pixels
+             for i in (0, 1)]
 
-    def chosen(**rate) -> dict:
-        return pdc.info(pdc.encode(photo, codec="CORRDIFF", model=crd_model, steps=2, **rate))["params"]
+    def coded(bpp: float) -> tuple[dict, float]:
+        data = pdc.encode(photo, codec="CORRDIFF", model=crd_model, steps=2, bpp=bpp)
+        return pdc.info(data)["params"], 8 * len(data) / pixels
 
-    header_bpp = 8 * 64 / pixels  # a generous bound of the header and the gammas
-    assert chosen(bpp=0.9 + header_bpp + 0.5) == {"rate_point": 1, "steps": 2, "metric": "mse"}
-    assert chosen(bpp=0.3 + header_bpp + 0.1)["rate_point"] == 0
-    with pytest.warns(RateFallbackWarning, match="below the lowest rate point"):
-        assert chosen(bpp=0.05)["rate_point"] == 0
+    assert coded(max(sizes)) == ({"rate_point": 1, "steps": 2, "metric": "mse"}, sizes[1])
+    smallest = min((0, 1), key=sizes.__getitem__)
+    params, bpp = coded(min(sizes))
+    assert bpp <= min(sizes) and params["rate_point"] in {smallest, 1}
+    with pytest.warns(RateFallbackWarning, match="below every rate point"):
+        params, bpp = coded(0.9 * min(sizes))
+    assert (params["rate_point"], bpp) == (smallest, sizes[smallest])
     with pytest.raises(InvalidParameterError, match="rate_point 5"):
         pdc.encode(photo, codec="CORRDIFF", model=crd_model, rate_point=5)
     with pytest.raises(InvalidParameterError, match="not both"):

@@ -52,11 +52,16 @@ class Codec(Protocol):
         bpp: float | None,
         quality: float | None,
         header_size: Callable[[Any], int],
-        pixels: int,
+        width: int,
+        height: int,
+        images: Sequence[torch.Tensor] = (),
     ) -> CodecParams:
         """Rate control: parameters from the user's explicit ones (``given``) and ``bpp=``/``quality=``;
         ``header_size(params)`` is the exact size of everything in the file but the payload (header,
-        chunks, CRC) for a choice, for an image of ``pixels``."""
+        chunks, CRC) for a choice, for an image of ``width`` x ``height``. ``images`` are the uint8 images
+        about to be coded with the result (none for a restoration): a codec whose rate depends on the
+        pixels may code them to choose (CDC and CorrDiff measure each rate point's latent); the others
+        ignore them."""
         ...
 
     def payload_bound(self, params: Any, model: Any, width: int, height: int) -> int:

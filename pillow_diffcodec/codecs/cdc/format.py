@@ -52,8 +52,8 @@ def check_gamma(gamma: Any) -> float:
 class CDCParams:
     """CDC configuration: the model's rate point (0 = the lowest rate) that coded the latent.
 
-    Rate control (``bpp=``/``quality=``) picks it: the rate point whose typical rate, plus the header,
-    is the highest at or under the target (see :func:`pillow_diffcodec.codecs.cdc.runner.choose_params`).
+    Rate control (``bpp=``/``quality=``) picks it: the highest rate point whose file, measured on the
+    image, is at or under the target (see :func:`pillow_diffcodec.codecs.cdc.runner.choose_params`).
     """
 
     rate_point: int = field(default=0, metadata={"help": "index of the model's rate point, lowest rate first"})

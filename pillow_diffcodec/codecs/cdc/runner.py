@@ -14,10 +14,12 @@ raises :class:`~pillow_diffcodec.errors.DivergenceError`/:class:`~pillow_diffcod
 instead of returning a wrong image.
 
 Rate control: a CDC model has a few *rate points* (networks trained with different lambdas, each
-with its typical bpp). ``bpp=``/``quality=`` pick the one whose typical rate plus the header is the
-highest at or under the target (the lowest, with a warning, when none is). The actual rate varies with
-the image, so rate control compares each rate point's *typical* size (:func:`typical_payload`) with the
-target, and :func:`payload_bound` is the worst case of the range coder (far above any real payload).
+with its typical bpp). The actual rate varies with the image, so ``bpp=``/``quality=`` code the images'
+latents at every rate point (analysis transform and range coder: a few percent of an encode) and pick
+the highest point whose whole file is at or under the target: ``bpp=`` is an upper bound of the file
+size, unless no point fits (then the smallest file, with a warning). Without the images (a caller that
+has none) the points' *typical* sizes (:func:`typical_payload`) stand in. :func:`payload_bound` is the
+worst case of the range coder (far above any real payload).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ from .format import (
 )
 from .model import CDCModel, CDCNetwork
 
-__all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "payload_bound", "typical_payload"]
+__all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "latent_sizes", "payload_bound", "pick_rate_point",
+           "typical_payload"]
 NOISE_STEP = 0x0CDC  # codebook step whose tile-0 codeword 0 is the decoder's starting noise
 
 
@@ -78,9 +81,10 @@ def _file_network(model: Any, params: CDCParams) -> CDCNetwork:
 
 def choose_params(
     model: Any, given: dict[str, Any], bpp: float | None, quality: float | None,
-    header_size: Callable[[CDCParams], int], width: int, height: int,
+    header_size: Callable[[CDCParams], int], width: int, height: int, images: Sequence[torch.Tensor] = (),
 ) -> CDCParams:
-    """The rate point for ``bpp=``/``quality=`` (explicit ``rate_point`` without a rate is used as given)."""
+    """The rate point for ``bpp=``/``quality=`` (explicit ``rate_point`` without a rate is used as given);
+    with ``images``, chosen on their measured latents (:func:`pick_rate_point`)."""
     cdc = _model(model)
     wanted = rate_target(bpp, quality, bool(given))
     if wanted is None:
@@ -89,16 +93,35 @@ def choose_params(
         return params
     if given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
-    target = wanted.bpp
-    typical = [8 * (header_size(CDCParams(i)) + typical_payload(CDCParams(i), cdc, width, height)) / (width * height)
-               for i in range(len(cdc.rate_points))]
-    fitting = [i for i, rate in enumerate(typical) if rate <= target]
-    if not fitting:
-        warnings.warn(
-            f"bpp={target:.5g} is below the lowest rate point of {cdc.name!r} (typically {typical[0]:.4f} bpp "
-            "with the header); using it", RateFallbackWarning, stacklevel=2)
-        return CDCParams(0)
-    return CDCParams(fitting[-1])
+    candidates = [CDCParams(i) for i in range(len(cdc.rate_points))]
+    latents = (latent_sizes(cdc.networks, images, cdc.device) if images
+               else [typical_payload(p, cdc, width, height) for p in candidates])
+    rates = [8 * (header_size(p) + latent) / (width * height) for p, latent in zip(candidates, latents)]
+    return candidates[pick_rate_point(rates, wanted.bpp, cdc.name, measured=bool(images))]
+
+
+def latent_sizes(networks: Sequence[CDCNetwork], images: Sequence[torch.Tensor], device: torch.device) -> list[int]:
+    """Per network (rate point), the largest latent payload over ``images`` (uint8 (3, H, W)), coded for real:
+    the analysis transform and the range coder only, no diffusion."""
+    inputs = [_to_input(image, device) for image in images]
+    return [max(len(encode_latent(network, x)[0]) for x in inputs) for network in networks]
+
+
+def pick_rate_point(rates: Sequence[float], target: float, name: str, *, measured: bool) -> int:
+    """The rate point for a target bpp, given each point's whole-file bpp (``measured`` on the images to be
+    coded, else typical): the highest point (the model's order, lowest rate first) at or under the target,
+    so a measured ``bpp=`` is an upper bound of the file size. When none fits, the point with the smallest
+    file, with a :class:`RateFallbackWarning` (a lower point can code an image at more bits than a higher
+    one: builtin-cdc's lowest point gives Kodak 0.44 bpp, its highest 0.40)."""
+    fitting = [i for i, rate in enumerate(rates) if rate <= target]
+    if fitting:
+        return fitting[-1]
+    smallest = min(range(len(rates)), key=rates.__getitem__)
+    kind = "measures" if measured else "typically gives"
+    warnings.warn(
+        f"bpp={target:.5g} is below every rate point of {name!r}; its smallest file {kind} {rates[smallest]:.4f} bpp "
+        "(header included); using it", RateFallbackWarning, stacklevel=3)
+    return smallest
 
 
 def payload_bound(params: CDCParams, model: Any, width: int, height: int) -> int:

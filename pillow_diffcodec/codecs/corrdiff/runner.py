@@ -21,12 +21,12 @@ convex combinations; the paper's unconstrained LPIPS-VGG search needs weights th
 
 Decode options (not stored): ``correction=False`` runs plain conditional DDIM from the same x_T (the
 paper's ablation), ``e2e=True`` returns D(y_hat) alone. Rate control picks a rate point as CDC's does
-(typical sizes: ``bpp=`` is not a bound); the gammas add 2 x steps bytes.
+(each point's latent coded for real, plus the gammas' 2 x steps bytes: ``bpp=`` is an upper bound
+unless no point fits).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,14 +35,14 @@ import torch
 
 from ...codebook import codewords
 from ...conditional_unet import alpha_bar, ddim_decode, ddim_times
-from ...errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
+from ...errors import CorruptFileError, InvalidParameterError
 from ...models import check_kind
 from ...options import rate_target
 from ...schedule import ddim_step
 from ..base import Progress
 from ..cdc.format import LATENT_STRIDE, symbol_counts
-from ..cdc.runner import _to_input, _to_pixels, decode_latent, encode_latent
-from .format import CorrDiffParams, check_flag, gamma_bytes, split_payload, worst_case
+from ..cdc.runner import _to_input, _to_pixels, decode_latent, encode_latent, latent_sizes, pick_rate_point
+from .format import GAMMA_BYTES, CorrDiffParams, check_flag, gamma_bytes, split_payload, worst_case
 from .model import CorrDiffModel, CorrDiffNetwork
 
 __all__ = ["CorrDiffParams", "best_gamma", "choose_params", "decode", "encode_batch", "payload_bound", "sample",
@@ -65,10 +65,11 @@ def _file_network(model: Any, params: CorrDiffParams) -> CorrDiffNetwork:
 
 def choose_params(
     model: Any, given: dict[str, Any], bpp: float | None, quality: float | None,
-    header_size: Callable[[CorrDiffParams], int], width: int, height: int,
+    header_size: Callable[[CorrDiffParams], int], width: int, height: int, images: Sequence[torch.Tensor] = (),
 ) -> CorrDiffParams:
     """The rate point for ``bpp=``/``quality=`` (``steps``/``metric`` may be given with a rate; an explicit
-    ``rate_point`` without a rate is used as given)."""
+    ``rate_point`` without a rate is used as given); with ``images``, chosen on their measured latents as
+    CDC's (:func:`pillow_diffcodec.codecs.cdc.runner.pick_rate_point`) plus the gammas' bytes."""
     cd = _model(model)
     wanted = rate_target(bpp, quality, "rate_point" in given)
     if wanted is None:
@@ -78,14 +79,13 @@ def choose_params(
     if "rate_point" in given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
     candidates = [CorrDiffParams.from_dict({**given, "rate_point": i}) for i in range(len(cd.rate_points))]
-    typical = [8 * (header_size(p) + typical_payload(p, cd, width, height)) / (width * height) for p in candidates]
-    fitting = [i for i, rate in enumerate(typical) if rate <= wanted.bpp]
-    if not fitting:
-        warnings.warn(
-            f"bpp={wanted.bpp:.5g} is below the lowest rate point of {cd.name!r} (typically {typical[0]:.4f} bpp "
-            "with the header); using it", RateFallbackWarning, stacklevel=2)
-        return candidates[0]
-    return candidates[fitting[-1]]
+    if images:
+        payloads = [GAMMA_BYTES * p.steps + latent
+                    for p, latent in zip(candidates, latent_sizes(cd.networks, images, cd.device))]
+    else:
+        payloads = [typical_payload(p, cd, width, height) for p in candidates]
+    rates = [8 * (header_size(p) + payload) / (width * height) for p, payload in zip(candidates, payloads)]
+    return candidates[pick_rate_point(rates, wanted.bpp, cd.name, measured=bool(images))]
 
 
 def payload_bound(params: CorrDiffParams, model: Any, width: int, height: int) -> int:

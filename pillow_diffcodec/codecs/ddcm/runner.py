@@ -384,7 +384,7 @@ def params_for_bpp(
 
 def choose_params(
     model: DiffusionModel, given: dict[str, Any], bpp: float | None, quality: float | None,
-    header_size: Callable[[DDCMParams], int], width: int, height: int,
+    header_size: Callable[[DDCMParams], int], width: int, height: int, images: Sequence[torch.Tensor] = (),
 ) -> DDCMParams:
     """Rate control. Explicit parameters without a rate are used as given (the rest from the defaults);
     ``bpp=`` or ``quality=`` (default quality when nothing is given) searches atoms, then codebook size

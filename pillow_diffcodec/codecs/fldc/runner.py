@@ -63,7 +63,7 @@ def latent_size(model: FLDCModel, width: int, height: int) -> tuple[int, int]:
 
 def choose_params(
     model: Any, given: dict[str, Any], bpp: float | None, quality: float | None,
-    header_size: Callable[[FLDCParams], int], width: int, height: int,
+    header_size: Callable[[FLDCParams], int], width: int, height: int, images: Sequence[torch.Tensor] = (),
 ) -> FLDCParams:
     """``lam`` and ``max_bytes`` as given, or for ``bpp=``/``quality=``: the model's largest lambda (or ``lam``
     when given) with the payload budget that keeps the whole file within the rate."""

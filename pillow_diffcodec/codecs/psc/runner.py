@@ -222,7 +222,7 @@ def step_for_bpp(bpp: float) -> float:
 
 def choose_params(
     model: DiffusionModel, given: dict[str, Any], bpp: float | None, quality: float | None,
-    header_size: Callable[[PSCParams], int], width: int, height: int,
+    header_size: Callable[[PSCParams], int], width: int, height: int, images: Sequence[torch.Tensor] = (),
 ) -> PSCParams:
     """Rate control: the payload budget ``max_bytes`` that makes the whole file at most ``bpp`` (or the
     quality preset's rate), and the uniform quantiser's step for that rate unless ``step`` is given.
