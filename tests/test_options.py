@@ -16,6 +16,7 @@ import pillow_diffcodec as pdc
 from pillow_diffcodec import api, plugin
 from pillow_diffcodec.codecs import CODECS, codec_by_name
 from pillow_diffcodec.codecs.ddcm.format import DDCMParams
+from pillow_diffcodec.codecs.ddcm.runner import PIXEL_LADDER_CODEBOOK
 from pillow_diffcodec.options import DECODE_OPTIONS, ENCODE_OPTIONS, names
 
 from .test_cli import run
@@ -73,9 +74,13 @@ def test_one_family_of_defaults(model, photo) -> None:
     explicit = pdc.info(pdc.encode(photo, model=model, steps=3))["params"]
     assert explicit == DDCMParams(steps=3).to_dict()
     searched = pdc.info(pdc.encode(photo, model=model, bpp=2, steps=3))["params"]
-    assert {k: searched[k] for k in ("steps", "selection", "tile", "window")} == {
-        k: explicit[k] for k in ("steps", "selection", "tile", "window")}
-    assert searched["codebook_size"] >= DDCMParams().codebook_size
+    assert {k: searched[k] for k in ("steps", "selection", "window")} == {
+        k: explicit[k] for k in ("steps", "selection", "window")}
+    # rate control searches tiles from half the default up, and K from PIXEL_LADDER_CODEBOOK up (pixel model)
+    assert searched["tile"] in (16, 32, 64, 128, 256)
+    assert searched["codebook_size"] >= PIXEL_LADDER_CODEBOOK
+    given = pdc.info(pdc.encode(photo, model=model, bpp=2, steps=3, tile=24, codebook_size=40))["params"]
+    assert given["tile"] == 24 and given["codebook_size"] >= 40
 
 
 NOISY_ALPHA = Image.merge("RGBA", [*Image.new("RGB", (64, 48), "teal").split(), Image.effect_noise((64, 48), 90)])

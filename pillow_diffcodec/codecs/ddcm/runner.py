@@ -56,8 +56,10 @@ from .format import (
 __all__ = ["DDCMParams", "choose_params", "decode", "encode_batch", "generate", "params_for_bpp", "payload_bound"]
 MP_CANDIDATES_PER_ATOM = 4
 MAX_LADDER_TILE = 256  # rate control tries tiles up to this before it leaves steps uncoded
-MIN_LADDER_TILE = 8  # the smallest tile rate control tries on a latent model (see ladder_tiles)
-LADDER_FILL = 0.9  # the smallest tile whose file reaches this share of the budget wins
+MIN_LADDER_TILE = 8  # the smallest tile rate control tries (see ladder_start)
+PIXEL_LADDER_CODEBOOK = 16  # rate control's first K on pixel models when codebook_size is not given
+LADDER_FILL = 0.9  # the smallest tile whose file reaches this share of the budget wins ...
+TOP_UP_FILL = 0.98  # ... unless one reaches this share; a tile's leftover budget is spent the cheapest way to it
 
 
 @dataclass(frozen=True)
@@ -313,17 +315,17 @@ def params_for_bpp(
 ) -> DDCMParams:
     """The largest configuration of the family around ``base`` whose whole file is at most ``bpp``.
 
-    Atoms M grow first (binary search; topm only while bits still grow with M, up to 2K/3), then
-    K grows 4x at a time. With ``grow_tile`` the tiles 2x, 4x, ... the base tile (up to
-    MAX_LADDER_TILE) are filled the same way and the smallest tile whose file reaches LADDER_FILL of
-    the budget wins (else the fullest): fewer, larger tiles keep every step coded at low rates, which
-    measured 1-2 dB better at 0.05-0.1 bpp than coding only the first steps, while small tiles win at
-    higher rates (benchmarks/ladder_study.py); ``smallest_tile`` (default: the base tile) lets the ladder
-    start below the base tile. What is left of the budget then goes to a larger K (any
-    value below the next 4x step), which brings the file within a few percent under the target. When not even one atom per step fits, only the first
-    steps are coded (a window, K = 1 afterwards) while the sampler keeps all its steps. When even a
-    file without payload exceeds the target this raises, or with ``fallback`` returns that smallest
-    file with a :class:`RateFallbackWarning`.
+    Atoms M grow first (binary search; topm only while bits still grow with M, up to 2K/3), then K grows
+    4x at a time; each tile's leftover budget then goes to a larger K or one more atom (``topped_up``),
+    which brings the file within a few percent under the target. With ``grow_tile`` the tiles 2x, 4x, ...
+    the base tile (up to MAX_LADDER_TILE) and down to ``smallest_tile`` (default: the base tile) are filled
+    the same way, and the smallest tile whose file reaches TOP_UP_FILL of the budget wins, else the
+    smallest that reaches LADDER_FILL, else the fullest: fewer, larger tiles keep every step coded at low
+    rates, which measured 1-2 dB better at 0.05-0.1 bpp than coding only the first steps, while small
+    tiles win at higher rates (benchmarks/ladder_study.py). When not even one atom per step fits, only the
+    first steps are coded (a window, K = 1 afterwards) while the sampler keeps all its steps. When even a
+    file without payload exceeds the target this raises, or with ``fallback`` returns that smallest file
+    with a :class:`RateFallbackWarning`.
     """
     if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp <= 64:
         raise InvalidParameterError(f"Expected bpp in (0, 64], got {bpp!r}")
@@ -339,10 +341,13 @@ def params_for_bpp(
             low, high = (mid, high) if fits(make(mid)) else (low, mid - 1)
         return low
 
+    def atom_cap(params: DDCMParams, size: int) -> int:
+        return min(MAX_ATOMS, size if params.selection == "mp" else max(1, (2 * size - 1) // 3))
+
     def filled(start: DDCMParams) -> DDCMParams:
         size = start.codebook_size
         while True:
-            cap = min(MAX_ATOMS, size if start.selection == "mp" else max(1, (2 * size - 1) // 3))
+            cap = atom_cap(start, size)
             params = replace(start, codebook_size=size)
             atoms = largest(1, cap, lambda m: replace(params, atoms=m))
             if atoms < cap or size * 4 > 1 << 16:
@@ -355,13 +360,35 @@ def params_for_bpp(
         tiles.append(2 * tiles[-1])
     while grow_tile and tiles[0] > 0 and tiles[0] // 2 >= smallest_tile:
         tiles.insert(0, tiles[0] // 2)
-    choices = [filled(replace(base, tile=tile)) for tile in tiles if fits(replace(base, tile=tile))]
+
+    def topped_up(params: DDCMParams) -> DDCMParams:
+        """The rest of the budget, the first way that brings the file to TOP_UP_FILL of it (else the fullest):
+        the same atoms from a larger codebook below the ladder's next 4x step; one atom more from the largest
+        codebook up to K that fits; the same atoms from any larger codebook. A larger K buys more PSNR per
+        bit than more atoms (builtin, kodim05 crop at 0.2 bpp: K 27 with 2 atoms 17.80 dB, K 11 with 3
+        atoms 17.16 dB), but on small images its steps can stop short (one bit a tile and step is a large
+        share of the file); one more atom fills closely at a small K."""
+        def wider(high: int) -> DDCMParams:
+            return replace(params, codebook_size=largest(params.codebook_size, high,
+                                                         lambda k: replace(params, codebook_size=k)))
+
+        options = [wider(4 * params.codebook_size - 1)]
+        more = params.atoms + 1
+        if more <= MAX_ATOMS:
+            smallest_size = next(k for k in range(more, 3 * more + 2) if atom_cap(params, k) >= more)
+            richer = replace(params, atoms=more, codebook_size=smallest_size)
+            if smallest_size <= params.codebook_size and fits(richer):
+                size = largest(smallest_size, params.codebook_size, lambda k: replace(richer, codebook_size=k))
+                options.append(replace(richer, codebook_size=size))
+        options.append(wider(1 << 16))
+        close = [option for option in options if file_size(option) >= TOP_UP_FILL * budget]
+        return close[0] if close else max(options, key=file_size)
+
+    choices = [topped_up(filled(replace(base, tile=tile))) for tile in tiles if fits(replace(base, tile=tile))]
     if choices:
-        full = [params for params in choices if file_size(params) >= LADDER_FILL * budget]
-        chosen = full[0] if full else max(choices, key=file_size)
-        # The rest of the budget goes to a larger codebook (any K is valid; below the ladder's next 4x step)
-        size = largest(chosen.codebook_size, 4 * chosen.codebook_size - 1, lambda k: replace(chosen, codebook_size=k))
-        return replace(chosen, codebook_size=size)
+        close = [params for params in choices if file_size(params) >= TOP_UP_FILL * budget]
+        full = close or [params for params in choices if file_size(params) >= LADDER_FILL * budget]
+        return full[0] if full else max(choices, key=file_size)
     base = replace(base, tile=tiles[-1])
     timesteps = model.schedule.timesteps(base.steps)
 
@@ -388,9 +415,10 @@ def choose_params(
 ) -> DDCMParams:
     """Rate control. Explicit parameters without a rate are used as given (the rest from the defaults);
     ``bpp=`` or ``quality=`` (default quality when nothing is given) searches atoms, then codebook size
-    (and, unless ``tile`` is given, larger tiles at low rates), starting from the defaults updated with
-    the given parameters. A quality preset below the smallest possible
-    file falls back to that file (with a warning); an explicit ``bpp=`` never exceeds its target."""
+    (and, unless ``tile`` is given, the tile), starting from the defaults updated with the given
+    parameters, except that K starts at :func:`ladder_codebook` unless ``codebook_size`` is given. A
+    quality preset below the smallest possible file falls back to that file (with a warning); an explicit
+    ``bpp=`` never exceeds its target."""
     target = rate_target(bpp, quality, bool(given))
     if target is None:
         return DDCMParams.from_dict(given)
@@ -398,18 +426,32 @@ def choose_params(
     def file_size(params: DDCMParams) -> int:
         return header_size(params) + payload_bound(params, model, width, height)
 
-    base = DDCMParams.from_dict(given)
+    start = given if "codebook_size" in given else {**given, "codebook_size": ladder_codebook(model)}
+    base = DDCMParams.from_dict(start)
     return params_for_bpp(target.bpp, model, base, file_size, width * height, fallback=target.preset,
                           grow_tile="tile" not in given, smallest_tile=ladder_start(model, base.tile))
 
 
+def ladder_codebook(model: DiffusionModel) -> int:
+    """The first K rate control tries when ``codebook_size`` is not given. On pixel models PIXEL_LADDER_CODEBOOK:
+    the encoder scans K codewords of all 3 x H x W values a step, as costly as the model call, so a step's
+    bits are cheapest from more tiles with a small K (builtin, training-photo crops at 0.1 / 0.4 / 0.8 bpp:
+    20.28 / 23.82 / 26.34 dB from K = 16 against 20.34 / 23.81 / 26.34 dB from K = 64, for 26 s instead of
+    34-36 s an encode; benchmarks/ladder_study.py ``--sizes 16 64``). On latent models the default K: their
+    scan covers 48x fewer values, and K = 16 lost 0.4 dB at 0.1 bpp (builtin-latent, kodim05 crop: K 18
+    with 6 atoms 17.43 dB, K 97 with 3 atoms 17.84 dB; benchmarks/encode_decode_ratio.py)."""
+    return PIXEL_LADDER_CODEBOOK if int(getattr(model, "vae_factor", 1)) == 1 else DDCMParams().codebook_size
+
+
 def ladder_start(model: DiffusionModel, tile: int) -> int:
-    """The smallest tile rate control tries: the base tile on pixel models; on a latent model, whose positions
-    each stand for f x f pixels, the base tile / f (at least MIN_LADDER_TILE). On builtin-latent, tiles of 8
-    gave the same PSNR as 32 at 0.4 and 0.8 bpp (22.60 / 22.74 dB against 22.49 / 22.73) for 2-3x less encode
-    time, since a step's bits then come from a smaller K (benchmarks/ladder_study.py on the training photos)."""
+    """The smallest tile rate control tries (at least MIN_LADDER_TILE): half the base tile on pixel models; on
+    a latent model, whose positions each stand for f x f pixels, the base tile / f. Smaller tiles carry a
+    step's bits with a smaller K, which costs less encode time (benchmarks/ladder_study.py on the training
+    photos): on builtin-latent, tiles of 8 gave the same PSNR as 32 at 0.4 and 0.8 bpp (22.60 / 22.74 dB
+    against 22.49 / 22.73) for 2-3x less encode time; on builtin at 0.4 bpp, tile 16 with K 19 gave 24.68 dB
+    against 23.82 dB for tile 32 with K 17 and 7 atoms, in the same time."""
     factor = int(getattr(model, "vae_factor", 1))
-    return tile if factor == 1 else max(MIN_LADDER_TILE, min(tile, tile // factor))
+    return max(MIN_LADDER_TILE, tile // 2 if factor == 1 else min(tile, tile // factor))
 
 
 def encode_batch(
