@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import constriction
 import numpy as np
@@ -56,8 +56,10 @@ from .format import (
 )
 from .model import CDCModel, CDCNetwork
 
-__all__ = ["CDCParams", "choose_params", "decode", "encode_batch", "latent_sizes", "payload_bound", "pick_rate_point",
-           "typical_payload"]
+P = TypeVar("P")  # a codec's parameters (CDCParams, CorrDiffParams)
+
+__all__ = ["CDCParams", "candidate_rates", "choose_params", "decode", "encode_batch", "latent_sizes", "payload_bound",
+           "pick_rate_point", "typical_payload"]
 NOISE_STEP = 0x0CDC  # codebook step whose tile-0 codeword 0 is the decoder's starting noise
 
 
@@ -94,10 +96,23 @@ def choose_params(
     if given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
     candidates = [CDCParams(i) for i in range(len(cdc.rate_points))]
-    latents = (latent_sizes(cdc.networks, images, cdc.device) if images
-               else [typical_payload(p, cdc, width, height) for p in candidates])
-    rates = [8 * (header_size(p) + latent) / (width * height) for p, latent in zip(candidates, latents)]
+    rates = candidate_rates(candidates, cdc, images, header_size, width, height, side_bytes=lambda p: 0,
+                            typical=lambda p: typical_payload(p, cdc, width, height))
     return candidates[pick_rate_point(rates, wanted.bpp, cdc.name, measured=bool(images))]
+
+
+def candidate_rates(
+    candidates: Sequence[P], model: Any, images: Sequence[torch.Tensor], header_size: Callable[[P], int],
+    width: int, height: int, *, side_bytes: Callable[[P], int], typical: Callable[[P], int],
+) -> list[float]:
+    """Each candidate rate point's whole-file bpp: its latent coded for real on ``images`` (the largest over
+    them) plus ``side_bytes``, or without images its ``typical`` payload; the header is included."""
+    if images:
+        latents = latent_sizes(model.networks, images, model.device)
+        payloads = [side_bytes(p) + latent for p, latent in zip(candidates, latents)]
+    else:
+        payloads = [typical(p) for p in candidates]
+    return [8 * (header_size(p) + payload) / (width * height) for p, payload in zip(candidates, payloads)]
 
 
 def latent_sizes(networks: Sequence[CDCNetwork], images: Sequence[torch.Tensor], device: torch.device) -> list[int]:

@@ -41,7 +41,7 @@ from ...options import rate_target
 from ...schedule import ddim_step
 from ..base import Progress
 from ..cdc.format import LATENT_STRIDE, symbol_counts
-from ..cdc.runner import _to_input, _to_pixels, decode_latent, encode_latent, latent_sizes, pick_rate_point
+from ..cdc.runner import _to_input, _to_pixels, candidate_rates, decode_latent, encode_latent, pick_rate_point
 from .format import GAMMA_BYTES, CorrDiffParams, check_flag, gamma_bytes, split_payload, worst_case
 from .model import CorrDiffModel, CorrDiffNetwork
 
@@ -79,12 +79,9 @@ def choose_params(
     if "rate_point" in given:
         raise InvalidParameterError(f"Give rate_point or a rate (bpp=/quality=), not both; got {sorted(given)}")
     candidates = [CorrDiffParams.from_dict({**given, "rate_point": i}) for i in range(len(cd.rate_points))]
-    if images:
-        payloads = [GAMMA_BYTES * p.steps + latent
-                    for p, latent in zip(candidates, latent_sizes(cd.networks, images, cd.device))]
-    else:
-        payloads = [typical_payload(p, cd, width, height) for p in candidates]
-    rates = [8 * (header_size(p) + payload) / (width * height) for p, payload in zip(candidates, payloads)]
+    rates = candidate_rates(candidates, cd, images, header_size, width, height,
+                            side_bytes=lambda p: GAMMA_BYTES * p.steps,
+                            typical=lambda p: typical_payload(p, cd, width, height))
     return candidates[pick_rate_point(rates, wanted.bpp, cd.name, measured=bool(images))]
 
 
