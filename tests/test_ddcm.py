@@ -235,6 +235,25 @@ def header_size(model: object, width: int, height: int) -> Callable[[ddcm.DDCMPa
     return lambda params: pdc.file_size(params, model, width, height) - ddcm.payload_bound(params, model, width, height)
 
 
+@pytest.mark.parametrize("size", [(256, 256), (768, 512)])
+def test_presets_on_the_pixel_model_keep_the_codeword_scan_small(size) -> None:
+    """Encode time: the encoder scans K codewords of every pixel value each step, so at every quality preset
+    the built-in pixel model's rate control fills the budget with small codebooks (K <= 32, against 66-102
+    before the cost-aware ladder; benchmarks/encode_decode_ratio.py) and still lands within 2% under it."""
+    from pillow_diffcodec.codecs.ddcm.runner import choose_params
+    from pillow_diffcodec.models import load_model
+    from pillow_diffcodec.options import quality_to_bpp
+
+    builtin = load_model()
+    width, height = size
+    for quality in (0, 25, 50, 75, 100):
+        params = choose_params(builtin, {}, None, quality, header_size(builtin, width, height), width, height)
+        rate = 8 * pdc.file_size(params, builtin, width, height) / (width * height)
+        target = quality_to_bpp(quality)
+        assert params.codebook_size <= 32 and params.window is None, (quality, params)
+        assert 0.98 * target <= rate <= target, (quality, rate, params)
+
+
 @pytest.mark.parametrize("size", [(16, 16), (64, 48), (257, 129), (768, 512), (1024, 7)])
 def test_bpp_ladder_is_monotone_and_never_exceeds_the_target(size) -> None:
     """Rate control on the built-in model: no jumps back, never above the target, and from 0.05 bpp up on
