@@ -38,7 +38,7 @@ import torch
 
 from ...codebook import codebook_scores, codewords
 from ...errors import CorruptFileError, InvalidParameterError, RateFallbackWarning
-from ...models import DiffusionModel
+from ...models import DiffusionModel, pixels_per_position
 from ...options import rate_target
 from ..base import Progress
 from .format import (
@@ -58,6 +58,7 @@ MP_CANDIDATES_PER_ATOM = 4
 MAX_LADDER_TILE = 256  # rate control tries tiles up to this before it leaves steps uncoded
 MIN_LADDER_TILE = 8  # the smallest tile rate control tries (see ladder_start)
 PIXEL_LADDER_CODEBOOK = 16  # rate control's first K on pixel models when codebook_size is not given
+MAX_LADDER_CODEBOOK = 1 << 16  # the largest K rate control grows to
 LADDER_FILL = 0.9  # the smallest tile whose file reaches this share of the budget wins ...
 TOP_UP_FILL = 0.98  # ... unless one reaches this share; a tile's leftover budget is spent the cheapest way to it
 
@@ -350,7 +351,7 @@ def params_for_bpp(
             cap = atom_cap(start, size)
             params = replace(start, codebook_size=size)
             atoms = largest(1, cap, lambda m: replace(params, atoms=m))
-            if atoms < cap or size * 4 > 1 << 16:
+            if atoms < cap or size * 4 > MAX_LADDER_CODEBOOK:
                 return replace(params, atoms=atoms)
             size *= 4
 
@@ -380,7 +381,7 @@ def params_for_bpp(
             if smallest_size <= params.codebook_size and fits(richer):
                 size = largest(smallest_size, params.codebook_size, lambda k: replace(richer, codebook_size=k))
                 options.append(replace(richer, codebook_size=size))
-        options.append(wider(1 << 16))
+        options.append(wider(MAX_LADDER_CODEBOOK))
         close = [option for option in options if file_size(option) >= TOP_UP_FILL * budget]
         return close[0] if close else max(options, key=file_size)
 
@@ -440,7 +441,7 @@ def ladder_codebook(model: DiffusionModel) -> int:
     34-36 s an encode; benchmarks/ladder_study.py ``--sizes 16 64``). On latent models the default K: their
     scan covers 48x fewer values, and K = 16 lost 0.4 dB at 0.1 bpp (builtin-latent, kodim05 crop: K 18
     with 6 atoms 17.43 dB, K 97 with 3 atoms 17.84 dB; benchmarks/encode_decode_ratio.py)."""
-    return PIXEL_LADDER_CODEBOOK if int(getattr(model, "vae_factor", 1)) == 1 else DDCMParams().codebook_size
+    return PIXEL_LADDER_CODEBOOK if pixels_per_position(model) == 1 else DDCMParams().codebook_size
 
 
 def ladder_start(model: DiffusionModel, tile: int) -> int:
@@ -450,7 +451,7 @@ def ladder_start(model: DiffusionModel, tile: int) -> int:
     photos): on builtin-latent, tiles of 8 gave the same PSNR as 32 at 0.4 and 0.8 bpp (22.60 / 22.74 dB
     against 22.49 / 22.73) for 2-3x less encode time; on builtin at 0.4 bpp, tile 16 with K 19 gave 24.68 dB
     against 23.82 dB for tile 32 with K 17 and 7 atoms, in the same time."""
-    factor = int(getattr(model, "vae_factor", 1))
+    factor = math.isqrt(pixels_per_position(model))
     return max(MIN_LADDER_TILE, tile // 2 if factor == 1 else min(tile, tile // factor))
 
 
