@@ -19,7 +19,27 @@ import torch
 from ladder_study import crops  # benchmarks/ is on sys.path when a script in it runs
 
 import pillow_diffcodec as pdc
+from pillow_diffcodec.compute import pinned_compute
 from pillow_diffcodec.models import load_model
+from pillow_diffcodec.models.base import DiffusionModel
+
+
+def model_call_ceiling(model: DiffusionModel, side: int, count: int, rounds: int) -> tuple[float, float]:
+    """Throughput of one batched model call over ``count`` single calls (best of ``rounds``), and the largest
+    absolute difference between their clean estimates."""
+    x = torch.randn((count, *model.sample_shape(side, side)), generator=torch.Generator().manual_seed(0))
+    t = model.schedule.num_train_timesteps // 2
+    best = {"single": float("inf"), "batched": float("inf")}
+    with pinned_compute(1):
+        model.predict_x0_batch(x, t)  # warm-up
+        for _ in range(rounds):
+            start = time.perf_counter()
+            single = torch.stack([model.predict_x0(one, t) for one in x])
+            best["single"] = min(best["single"], time.perf_counter() - start)
+            start = time.perf_counter()
+            batched = model.predict_x0_batch(x, t)
+            best["batched"] = min(best["batched"], time.perf_counter() - start)
+    return best["single"] / best["batched"], float((single - batched).abs().max())
 
 
 def main() -> None:
@@ -50,6 +70,9 @@ def main() -> None:
         same = files["single"] == files["batched"]
         print(f"{name:15s} one call per image {best['single']:6.1f} s   batched {best['batched']:6.1f} s   "
               f"throughput x{best['single'] / best['batched']:.2f}   identical files: {same}", flush=True)
+        ratio, diff = model_call_ceiling(model, args.side, args.count, max(args.rounds, 3))
+        print(f"{'':15s} model calls alone: one batch of {args.count} vs {args.count} single calls x{ratio:.2f}, "
+              f"largest difference {diff:.3g}" + (" (bit-exact)" if diff == 0 else ""), flush=True)
 
 
 if __name__ == "__main__":
