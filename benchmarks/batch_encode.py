@@ -13,33 +13,43 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from ladder_study import crops  # benchmarks/ is on sys.path when a script in it runs
 
 import pillow_diffcodec as pdc
+from pillow_diffcodec.codecs import codec_by_name
 from pillow_diffcodec.compute import pinned_compute
 from pillow_diffcodec.models import load_model
 from pillow_diffcodec.models.base import DiffusionModel
 
+T = TypeVar("T")
+
+
+def best_of(rounds: int, **ways: Callable[[], T]) -> tuple[dict[str, float], dict[str, T]]:
+    """Run the ``ways`` alternately ``rounds`` times: the best seconds of each, and each one's last result."""
+    best, results = dict.fromkeys(ways, float("inf")), {}
+    for _ in range(rounds):
+        for name, work in ways.items():
+            start = time.perf_counter()
+            results[name] = work()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best, results
+
 
 def model_call_ceiling(model: DiffusionModel, side: int, count: int, rounds: int) -> tuple[float, float]:
-    """Throughput of one batched model call over ``count`` single calls (best of ``rounds``), and the largest
-    absolute difference between their clean estimates."""
+    """Throughput of one batched model call over ``count`` single calls (best of ``rounds``, on DDCM's pinned
+    thread count), and the largest absolute difference between their clean estimates."""
     x = torch.randn((count, *model.sample_shape(side, side)), generator=torch.Generator().manual_seed(0))
     t = model.schedule.num_train_timesteps // 2
-    best = {"single": float("inf"), "batched": float("inf")}
-    with pinned_compute(1):
+    with pinned_compute(codec_by_name("DDCM").compute_threads):
         model.predict_x0_batch(x, t)  # warm-up
-        for _ in range(rounds):
-            start = time.perf_counter()
-            single = torch.stack([model.predict_x0(one, t) for one in x])
-            best["single"] = min(best["single"], time.perf_counter() - start)
-            start = time.perf_counter()
-            batched = model.predict_x0_batch(x, t)
-            best["batched"] = min(best["batched"], time.perf_counter() - start)
-    return best["single"] / best["batched"], float((single - batched).abs().max())
+        best, out = best_of(rounds, single=lambda: torch.stack([model.predict_x0(one, t) for one in x]),
+                            batched=lambda: model.predict_x0_batch(x, t))
+    return best["single"] / best["batched"], float((out["single"] - out["batched"]).abs().max())
 
 
 def main() -> None:
@@ -58,15 +68,9 @@ def main() -> None:
     for name in args.models:
         model = load_model(name)
         pdc.encode(images[0].crop((0, 0, 64, 64)), model=model, quality=args.quality)  # warm-up (kernel compile)
-        best = {"single": float("inf"), "batched": float("inf")}
-        files = {}
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            files["single"] = [pdc.encode(image, model=model, quality=args.quality) for image in images]
-            best["single"] = min(best["single"], time.perf_counter() - start)
-            start = time.perf_counter()
-            files["batched"] = pdc.encode_batch(images, model=model, quality=args.quality)
-            best["batched"] = min(best["batched"], time.perf_counter() - start)
+        best, files = best_of(
+            args.rounds, single=lambda: [pdc.encode(image, model=model, quality=args.quality) for image in images],
+            batched=lambda: pdc.encode_batch(images, model=model, quality=args.quality))
         same = files["single"] == files["batched"]
         print(f"{name:15s} one call per image {best['single']:6.1f} s   batched {best['batched']:6.1f} s   "
               f"throughput x{best['single'] / best['batched']:.2f}   identical files: {same}", flush=True)
